@@ -1,0 +1,1 @@
+"""Shared core: config, io, errors, seeding."""

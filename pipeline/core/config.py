@@ -1,0 +1,178 @@
+"""Typed params: params.yaml sections are loaded into frozen dataclasses.
+
+An unknown key, a missing key or a value of the wrong type is a :class:`ConfigError` naming the key.
+Defaults live in params.yaml: the dataclasses below have no defaults on purpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.core.errors import ConfigError
+
+AVAZU_SOURCES = ("x1", "x2", "x4")
+
+
+@dataclass(frozen=True)
+class AvazuSynthetic:
+    """The embedded synthetic Avazu world (see pipeline.ctr.synthetic)."""
+
+    rows: int             # events in the world (all three layouts are re-splits of these rows)
+    mean_ctr: float       # target mean click probability of the planted teacher
+    rank: int             # rank of the planted pairwise interactions
+    temperature: float    # scales the teacher logit around its bias; larger = more separable
+
+
+@dataclass(frozen=True)
+class AvazuSplitValid:
+    sources: list[str]    # sources whose published layout has no valid split (reczoo: only x2)
+    frac: float           # share of train that becomes valid (click-stratified)
+
+
+@dataclass(frozen=True)
+class AvazuSample:
+    sources: list[str]
+    frac: float
+
+
+@dataclass(frozen=True)
+class AvazuParams:
+    source: Literal["synthetic", "hf", "local"]
+    sources: list[str]
+    local_dir: str
+    hf_revision: str
+    layouts: str
+    batch_rows: int
+    synthetic: AvazuSynthetic
+    split_valid: AvazuSplitValid
+    sample: AvazuSample
+    min_count: int
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    avazu: AvazuParams
+
+    def validate(self) -> "Params":
+        a = self.avazu
+        _check_subset("avazu.sources", a.sources, AVAZU_SOURCES)
+        if not a.sources:
+            raise ConfigError("avazu.sources: must name at least one of x1, x2, x4")
+        _check_subset("avazu.split_valid.sources", a.split_valid.sources, a.sources, "avazu.sources")
+        _check_subset("avazu.sample.sources", a.sample.sources, a.sources, "avazu.sources")
+        for key, frac in (("avazu.split_valid.frac", a.split_valid.frac), ("avazu.sample.frac", a.sample.frac)):
+            if not 0.0 < frac < 1.0:
+                raise ConfigError(f"{key}: {frac} is not in (0, 1)")
+        if a.min_count < 1:
+            raise ConfigError(f"avazu.min_count: {a.min_count} must be >= 1")
+        if a.batch_rows < 1:
+            raise ConfigError(f"avazu.batch_rows: {a.batch_rows} must be >= 1")
+        if a.synthetic.rows < 1000:
+            raise ConfigError(f"avazu.synthetic.rows: {a.synthetic.rows} is too small (>= 1000)")
+        if not 0.0 < a.synthetic.mean_ctr < 1.0:
+            raise ConfigError(f"avazu.synthetic.mean_ctr: {a.synthetic.mean_ctr} is not in (0, 1)")
+        if a.source == "local" and not a.local_dir:
+            raise ConfigError("avazu.local_dir: must be set when avazu.source is 'local'")
+        return self
+
+
+def _check_subset(key: str, values: list[str], allowed, allowed_name: str | None = None) -> None:
+    for v in values:
+        if v not in allowed:
+            raise ConfigError(f"{key}: '{v}' is not one of {list(allowed)}"
+                              + (f" (the entries of {allowed_name})" if allowed_name else ""))
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{key}: duplicate entries in {values}")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return from_mapping(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: '{value}' is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} ({value!r})")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported param type {tp} for {key}")  # programming error, not user error
+
+
+def from_mapping(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``; unknown, missing or mistyped keys raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    dot = f"{prefix}." if prefix else ""
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{dot}{unknown[0]}: unknown key (known keys here: {', '.join(names)})")
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ConfigError(f"{dot}{missing[0]}: missing key")
+    return cls(**{n: _convert(data[n], hints[n], f"{dot}{n}") for n in names})
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Load and validate params.yaml. ``overrides`` maps dotted keys to values (used by tests)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_mapping(Params, data).validate()

@@ -1,0 +1,1 @@
+"""CTR domain: Avazu formats, the synthetic Avazu world, normalization, vocabulary and encoding."""

@@ -1,0 +1,151 @@
+"""Getting the Avazu sources: the embedded synthetic world, reczoo's Hugging Face zips, or a local folder.
+
+All three produce the same thing: ``<dest>/<source>/<split>.csv`` in reczoo's published layout (plus
+``<split>.oracle.csv`` sidecars for the synthetic world) and a manifest with row-free facts (md5s, origin).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from pipeline.core.errors import DataError
+from pipeline.core.io import md5_file
+from pipeline.ctr.schema import Layouts
+
+log = logging.getLogger(__name__)
+
+HF_REPOS = {"x1": "reczoo/Avazu_x1", "x2": "reczoo/Avazu_x2", "x4": "reczoo/Avazu_x4"}
+HF_FILES = {"x1": "Avazu_x1.zip", "x2": "Avazu_x2.zip", "x4": "Avazu_x4.zip"}
+# Published md5 sums of the extracted CSVs (reczoo/Datasets READMEs). Splits not listed are not published.
+PUBLISHED_MD5 = {
+    "x1": {"train": "f1114a07aea9e996842c71648e0f6395"},
+    "x2": {"train": "c41d786896e2ebe68e08a022199f0ce8", "test": "e641ea94c72cdc99b49656d3404f536e"},
+    "x4": {"train": "de3a27264cdabf66adf09df82328ccaa", "valid": "33232931d84d6452d3f956e936cab2c9",
+           "test": "3ebb774a9ca74d05919b84a3d402986d"},
+}
+
+# (repo_id, filename, revision) -> local path of the downloaded file
+Downloader = Callable[[str, str, str], str]
+
+
+def hf_downloader(repo_id: str, filename: str, revision: str) -> str:
+    """The real downloader: huggingface_hub's cached, resumable download of one dataset file."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", revision=revision)
+
+
+def verify_md5(path: Path, source: str, split: str, expected: dict[str, dict[str, str]] = PUBLISHED_MD5) -> str:
+    """md5 of ``path``; a DataError if a published md5 exists and differs."""
+    got = md5_file(path)
+    want = expected.get(source, {}).get(split)
+    if want is not None and got != want:
+        raise DataError(path, f"md5 mismatch: got {got}", expected=f"the published md5 {want} of "
+                        f"reczoo Avazu_{source} {split}.csv (a truncated or different download)")
+    return got
+
+
+def safe_extract_csvs(zip_path: Path, splits: tuple[str, ...], dest: Path) -> dict[str, Path]:
+    """Extract ``<split>.csv`` for every split from ``zip_path`` into ``dest``.
+
+    Every entry name is checked first: absolute names, ``..`` components or anything that would land
+    outside ``dest`` are refused, and so is a corrupt archive (bad zip or CRC failure).
+    """
+    dest = dest.resolve()
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(zip_path, f"not a readable zip archive ({e})", expected="a zip file") from None
+    found: dict[str, zipfile.ZipInfo] = {}
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            pure = PurePosixPath(name.replace("\\", "/"))
+            target = (dest / pure).resolve()
+            if pure.is_absolute() or ".." in pure.parts or (target != dest and dest not in target.parents):
+                raise DataError(zip_path, f"entry '{name}' escapes the target directory",
+                                expected="relative entry names inside the archive")
+            if info.is_dir() or pure.name.startswith("._"):
+                continue
+            for split in splits:
+                if pure.name == f"{split}.csv":
+                    if split in found:
+                        raise DataError(zip_path, f"two entries named {split}.csv "
+                                        f"('{found[split].filename}', '{name}')", expected="one per split")
+                    found[split] = info
+        missing = [s for s in splits if s not in found]
+        if missing:
+            raise DataError(zip_path, f"no {missing[0]}.csv inside the archive",
+                            expected=f"entries {', '.join(s + '.csv' for s in splits)}")
+        out = {}
+        for split, info in found.items():
+            target = dest / f"{split}.csv"
+            try:
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
+                raise DataError(zip_path, f"corrupt entry '{info.filename}' ({e})",
+                                expected="an intact zip archive") from None
+            out[split] = target
+    return out
+
+
+def fetch_hf(sources: list[str], layouts: Layouts, dest: Path, revision: str,
+             downloader: Downloader = hf_downloader) -> dict:
+    manifest = {}
+    for source in sources:
+        zpath = Path(downloader(HF_REPOS[source], HF_FILES[source], revision))
+        log.info("extracting %s", zpath)
+        sdir = dest / source
+        sdir.mkdir(parents=True, exist_ok=True)
+        files = safe_extract_csvs(zpath, layouts[source].splits, sdir)
+        manifest[source] = {"origin": f"hf://datasets/{HF_REPOS[source]}/{HF_FILES[source]}@{revision}",
+                            "md5": {s: verify_md5(p, source, s) for s, p in files.items()}}
+    return manifest
+
+
+def _find_source_dir(root: Path, source: str) -> Path:
+    for name in (source, f"Avazu_{source}", f"avazu_{source}"):
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(root, f"no folder for source {source}",
+                    expected=f"a sub-folder '{source}' or 'Avazu_{source}' with the reczoo CSVs")
+
+
+def fetch_local(sources: list[str], layouts: Layouts, root: Path, dest: Path) -> dict:
+    """Bring a user's reczoo folders into ``dest`` (hard link when possible, else copy); verify md5s."""
+    manifest = {}
+    for source in sources:
+        sdir = _find_source_dir(root, source)
+        out = dest / source
+        out.mkdir(parents=True, exist_ok=True)
+        md5 = {}
+        for split in layouts[source].splits:
+            src = sdir / f"{split}.csv"
+            if not src.is_file():
+                raise DataError(src, "file not found", expected=f"reczoo's {split}.csv for Avazu_{source}")
+            target = out / f"{split}.csv"
+            try:
+                os.link(src, target)
+            except OSError:
+                shutil.copyfile(src, target)
+            md5[split] = verify_md5(target, source, split)
+        manifest[source] = {"origin": str(sdir.resolve()), "md5": md5}
+    return manifest
+
+
+def fetch_synthetic(sources: list[str], layouts: Layouts, dest: Path, *, rows: int, seed: int,
+                    mean_ctr: float, rank: int, temperature: float) -> dict:
+    from pipeline.ctr.synthetic import generate_world, write_layouts
+
+    world = generate_world(rows, seed, mean_ctr=mean_ctr, rank=rank, temperature=temperature,
+                           fields=layouts.fields)
+    summary = write_layouts(world, dest, layouts, sources, seed)
+    return {s: {"origin": f"synthetic(rows={rows}, seed={seed})", "splits": summary[s],
+                "md5": {split: md5_file(dest / s / f"{split}.csv") for split in summary[s]}}
+            for s in sources}

@@ -1,0 +1,184 @@
+"""One vocabulary per field (FuxiCTR semantics) and int32 encoding of every split.
+
+FuxiCTR's tokenizer: index 0 is ``__PAD__``; tokens seen at least ``min_count`` times in the training
+splits get 1..n ordered by count (descending) then token (ascending), so the result is deterministic;
+``__OOV__`` is n + 1 and takes every token outside the vocabulary (and nulls, e.g. x1's unknown weekday).
+Counting and encoding stream over parquet batches; memory is bounded by the number of distinct tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.ctr.schema import LABEL, ORACLE, TIME_FIELDS
+
+log = logging.getLogger(__name__)
+
+PAD, OOV = "__PAD__", "__OOV__"
+_COMPACT_AT = 4_000_000   # merge partial counts once this many (token, count) rows are buffered
+
+
+def _as_tokens(col: pa.ChunkedArray | pa.Array, field: str) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    return pc.cast(col, pa.string()) if field in TIME_FIELDS else col
+
+
+def _group_sum(tables: list[pa.Table]) -> pa.Table:
+    t = pa.concat_tables(tables)
+    return t.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+
+
+class TokenCounter:
+    """Streaming per-field token counts (nulls are not tokens)."""
+
+    def __init__(self, fields):
+        self.fields = tuple(fields)
+        self._parts: dict[str, list[pa.Table]] = {f: [] for f in self.fields}
+        self._buffered = {f: 0 for f in self.fields}
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        for f in self.fields:
+            vc = pc.value_counts(pc.drop_null(_as_tokens(batch.column(f), f)))
+            part = pa.table({"token": vc.field("values"), "count": pc.cast(vc.field("counts"), pa.int64())})
+            self._parts[f].append(part)
+            self._buffered[f] += part.num_rows
+            if self._buffered[f] > _COMPACT_AT:
+                merged = _group_sum(self._parts[f])
+                self._parts[f], self._buffered[f] = [merged], merged.num_rows
+
+    def result(self) -> dict[str, pa.Table]:
+        empty = pa.table({"token": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+        return {f: _group_sum(self._parts[f] or [empty]) for f in self.fields}
+
+
+def count_file(path: Path, fields, batch_rows: int) -> dict[str, pa.Table]:
+    counter = TokenCounter(fields)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=list(fields)):
+        counter.update(batch)
+    return counter.result()
+
+
+def merge_counts(parts: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
+    fields = parts[0].keys()
+    return {f: _group_sum([p[f] for p in parts]) for f in fields}
+
+
+@dataclass
+class FieldVocab:
+    tokens: pa.Array        # index i + 1 -> tokens[i]
+    counts: pa.Array
+
+    @property
+    def size(self) -> int:   # PAD + tokens + OOV
+        return len(self.tokens) + 2
+
+    @property
+    def oov_index(self) -> int:
+        return len(self.tokens) + 1
+
+
+def build_vocab(counts: dict[str, pa.Table], min_count: int) -> dict[str, FieldVocab]:
+    vocab = {}
+    for f, t in counts.items():
+        kept = t.filter(pc.greater_equal(t["count"], min_count))
+        order = pc.sort_indices(kept, sort_keys=[("count", "descending"), ("token", "ascending")])
+        kept = kept.take(order)
+        vocab[f] = FieldVocab(kept["token"].combine_chunks(), kept["count"].combine_chunks())
+    return vocab
+
+
+class Encoder:
+    """token -> int32 index per field; each field's hash index is built once and reused for every batch."""
+
+    def __init__(self, vocab: dict[str, FieldVocab]):
+        self.vocab = vocab
+        self._index = {f: pd.Index(v.tokens.to_numpy(zero_copy_only=False), dtype=object)
+                       for f, v in vocab.items()}
+
+    def encode_column(self, col, field: str) -> tuple[np.ndarray, int]:
+        """-> (int32 ids, number of OOV values) for one column."""
+        enc = pc.dictionary_encode(_as_tokens(col, field))
+        uniq = enc.dictionary.to_numpy(zero_copy_only=False)
+        pos = self._index[field].get_indexer(uniq) if len(uniq) else np.empty(0, np.int64)
+        oov = self.vocab[field].oov_index
+        table = np.append(np.where(pos >= 0, pos + 1, oov), oov).astype(np.int32)   # last slot: null
+        codes = pc.fill_null(enc.indices, len(uniq)).to_numpy(zero_copy_only=False)
+        ids = table[codes]
+        return ids, int(np.count_nonzero(ids == oov))
+
+    def encode_file(self, src: Path, dst: Path, batch_rows: int) -> dict:
+        """Encode one normalized split into int32 parquet; returns rows, OOV counts and label/oracle sums."""
+        fields = list(self.vocab)
+        pf = pq.ParquetFile(src)
+        has_oracle = ORACLE in pf.schema_arrow.names
+        schema = pa.schema([pa.field(LABEL, pa.int8())] + [pa.field(f, pa.int32()) for f in fields]
+                           + ([pa.field(ORACLE, pa.float32())] if has_oracle else []))
+        oov = {f: 0 for f in fields}
+        rows = clicks = 0
+        labels, oracle = [], []
+        with pq.ParquetWriter(dst, schema) as w:
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                cols = [batch.column(LABEL)]
+                for f in fields:
+                    ids, n_oov = self.encode_column(batch.column(f), f)
+                    oov[f] += n_oov
+                    cols.append(pa.array(ids, pa.int32()))
+                if has_oracle:
+                    cols.append(batch.column(ORACLE))
+                    labels.append(batch.column(LABEL).to_numpy())
+                    oracle.append(batch.column(ORACLE).to_numpy())
+                w.write_batch(pa.record_batch(cols, schema=schema))
+                rows += batch.num_rows
+                clicks += int(pc.sum(batch.column(LABEL)).as_py() or 0)
+        out = {"rows": rows, "clicks": clicks, "oov": oov}
+        if has_oracle:
+            out["labels"], out["oracle"] = np.concatenate(labels), np.concatenate(oracle)
+        return out
+
+
+def coverage(target: pa.Table, seen: pa.Table) -> dict:
+    """Share of ``target``'s tokens that occur in ``seen``: by distinct token and by occurrence."""
+    n_distinct = target.num_rows
+    total = pc.sum(target["count"]).as_py() or 0
+    if n_distinct == 0:
+        return {"distinct": None, "occurrence": None}
+    hit = pc.is_in(target["token"], value_set=seen["token"].combine_chunks())
+    return {"distinct": pc.sum(pc.cast(hit, pa.int64())).as_py() / n_distinct,
+            "occurrence": (pc.sum(pc.if_else(hit, target["count"], 0)).as_py() or 0) / total}
+
+
+def feature_map(vocab: dict[str, FieldVocab], dataset: str, min_count: int) -> dict:
+    """A FuxiCTR-style feature map: fields in input order with vocab size, padding and OOV indices."""
+    return {
+        "dataset_id": dataset,
+        "num_fields": len(vocab),
+        "total_features": int(sum(v.size for v in vocab.values())),
+        "input_length": len(vocab),
+        "min_count": min_count,
+        "labels": [LABEL],
+        "features": [{"name": f, "type": "categorical", "dtype": "int32", "vocab_size": v.size,
+                      "padding_idx": 0, "oov_idx": v.oov_index} for f, v in vocab.items()],
+    }
+
+
+def vocab_table(vocab: dict[str, FieldVocab]) -> pa.Table:
+    """All fields' vocabularies in one table (field, index, token, count) including PAD and OOV rows."""
+    parts = []
+    for f, v in vocab.items():
+        n = len(v.tokens)
+        parts.append(pa.table({
+            "field": pa.array([f] * (n + 2)),
+            "index": pa.array(np.arange(n + 2, dtype=np.int32)),
+            "token": pa.concat_arrays([pa.array([PAD]), v.tokens.cast(pa.string()), pa.array([OOV])]),
+            "count": pa.concat_arrays([pa.array([0], pa.int64()), v.counts, pa.array([0], pa.int64())]),
+        }))
+    return pa.concat_tables(parts)

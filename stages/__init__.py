@@ -1,0 +1,1 @@
+"""Thin DVC stages: read params -> call pipeline -> write the declared outs (atomically)."""

@@ -1,0 +1,28 @@
+"""The ``recdag`` command: one typer sub-command per DVC stage (``recdag <branch> <stage>``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from pipeline.core.errors import RecdagError
+from stages import avazu
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="recdag: the reproducible recsys pipeline. Stages are run by `dvc repro`.")
+app.add_typer(avazu.app, name="avazu")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except RecdagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
