@@ -40,10 +40,10 @@ def hf_downloader(repo_id: str, filename: str, revision: str) -> str:
     return hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", revision=revision)
 
 
-def verify_md5(path: Path, source: str, split: str, expected: dict[str, dict[str, str]] = PUBLISHED_MD5) -> str:
-    """md5 of ``path``; a DataError if a published md5 exists and differs."""
+def verify_md5(path: Path, source: str, split: str) -> str:
+    """md5 of ``path``; a DataError if a published md5 (``PUBLISHED_MD5``) exists and differs."""
     got = md5_file(path)
-    want = expected.get(source, {}).get(split)
+    want = PUBLISHED_MD5.get(source, {}).get(split)
     if want is not None and got != want:
         raise DataError(path, f"md5 mismatch: got {got}", expected=f"the published md5 {want} of "
                         f"reczoo Avazu_{source} {split}.csv (a truncated or different download)")
@@ -96,7 +96,9 @@ def safe_extract_csvs(zip_path: Path, splits: tuple[str, ...], dest: Path) -> di
 
 
 def fetch_hf(sources: list[str], layouts: Layouts, dest: Path, revision: str,
-             downloader: Downloader = hf_downloader) -> dict:
+             downloader: Downloader | None = None) -> dict:
+    """Download reczoo's zips (huggingface_hub cache), extract the split CSVs safely, verify md5s."""
+    downloader = downloader or hf_downloader
     manifest = {}
     for source in sources:
         zpath = Path(downloader(HF_REPOS[source], HF_FILES[source], revision))

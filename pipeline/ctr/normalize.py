@@ -8,6 +8,7 @@ file, the 1-based line (header = line 1) and the field.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import logging
 from pathlib import Path
@@ -62,6 +63,16 @@ def check_header(path: Path, header: list[str], layout: Layout) -> TimeSpec:
     extra = [c for c in header if c not in expected]
     raise DataError(path, "unknown extra column", row=1, field=extra[0],
                     expected=f"only the Avazu_{layout.name} columns {', '.join(expected)}")
+
+
+def _locate_bad_row(path: Path, n_fields: int) -> int | None:
+    """Error path only: the 1-based line of the first row whose field count differs from the header's."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if len(row) != n_fields:
+                return reader.line_num
+    return None
 
 
 def _first_false(mask: pa.Array) -> int | None:
@@ -182,20 +193,31 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
     header = read_header(csv_path)
     time = check_header(csv_path, header, layout)
     needed = [layout.label, *layout.columns, *time.columns]
-    block = max(1 << 20, batch_rows * BYTES_PER_ROW)
+    block = max(1 << 16, batch_rows * BYTES_PER_ROW)
     bad_rows: list = []
 
     def on_invalid(row):
         bad_rows.append(row)
         return "error"
 
-    reader = pacsv.open_csv(
-        csv_path,
-        read_options=pacsv.ReadOptions(block_size=block),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
-                                             include_columns=needed, strings_can_be_null=False,
-                                             quoted_strings_can_be_null=False))
+    def parse_error(e: Exception, rows_done: int) -> DataError:
+        if bad_rows:
+            r = bad_rows[0]
+            line = r.number if r.number is not None else _locate_bad_row(csv_path, len(header))
+            return DataError(csv_path, f"row has {r.actual_columns} fields", row=line,
+                             expected=f"{r.expected_columns} fields as in the header")
+        return DataError(csv_path, f"CSV parse error after line {rows_done + 1}: {e}")
+
+    try:
+        reader = pacsv.open_csv(
+            csv_path,
+            read_options=pacsv.ReadOptions(block_size=block),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                 include_columns=needed, strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid as e:
+        raise parse_error(e, 0) from None
     sidecar = _Sidecar(oracle_path, block) if oracle_path is not None else None
     schema = normalized_schema(fields, with_oracle=sidecar is not None)
     ns = layout.namespace
@@ -209,12 +231,7 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
             except StopIteration:
                 break
             except pa.ArrowInvalid as e:
-                if bad_rows:
-                    r = bad_rows[0]
-                    line = r.number if r.number is not None else None
-                    raise DataError(csv_path, f"row has {r.actual_columns} fields", row=line,
-                                    expected=f"{r.expected_columns} fields as in the header") from None
-                raise DataError(csv_path, f"CSV parse error after line {rows + 1}: {e}") from None
+                raise parse_error(e, rows) from None
             n = batch.num_rows
             if n == 0:
                 continue

@@ -1,0 +1,77 @@
+"""End-to-end: `dvc repro` of the Avazu data branch in a scratch git repo, on a small synthetic world."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT, set_params
+
+pytestmark = pytest.mark.slow
+
+
+def sh(cwd, *cmd):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def ran(output):
+    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("repo")
+    for name in ("pipeline", "stages", "conf"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, d / name)
+    sh(d, "git", "init", "-q")
+    sh(d, "dvc", "init", "-q")
+    sh(d, "dvc", "config", "core.autostage", "false")
+    set_params(d, **{"avazu.synthetic.rows": 20_000})
+    return d
+
+
+def test_repro_runs_the_branch_then_nothing(repo):
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == ["avazu_download", "avazu_normalize@x1", "avazu_normalize@x2", "avazu_normalize@x4",
+                        "avazu_sample@x1", "avazu_sample@x2", "avazu_split_valid@x2", "avazu_vocab"]
+    enc = repo / "data/avazu/encoded"
+    assert sorted(p.name for p in enc.iterdir()) == ["x1", "x1_sample20", "x2", "x2_sample20", "x4"]
+    assert sorted(p.name for p in (enc / "x2").iterdir()) == ["test.parquet", "train.parquet", "valid.parquet"]
+    t = pq.read_table(enc / "x4" / "test.parquet")
+    assert t.num_rows == 2000 and str(t.schema.field("site_id").type) == "int32"
+    report = json.loads((repo / "reports/avazu/vocab.json").read_text())
+    assert report["synthetic"] is True and report["splits"]["x2/valid"]["rows"] == 1600
+    assert report["splits"]["x1_sample20/train"]["rows"] == 2800
+    assert 0.7 < report["splits"]["x4/test"]["oracle_auc"] < 1.0
+    fmap = json.loads((repo / "data/avazu/vocab/feature_map.json").read_text())
+    assert fmap["num_fields"] == 24
+    again = sh(repo, "dvc", "repro")
+    assert ran(again) == [] and "up to date" in again
+
+
+def test_sample_frac_reruns_only_sample_and_after(repo):
+    set_params(repo, **{"avazu.sample.frac": 0.1})
+    out = sh(repo, "dvc", "repro")
+    assert ran(out) == ["avazu_sample@x1", "avazu_sample@x2", "avazu_vocab"]
+    enc = repo / "data/avazu/encoded"
+    assert (enc / "x1_sample10").is_dir() and not (enc / "x1_sample20").exists()
+
+
+def test_only_x4(repo):
+    set_params(repo, **{"avazu.sources": ["x4"], "avazu.split_valid.sources": [], "avazu.sample.sources": []})
+    out = sh(repo, "dvc", "repro")
+    assert "avazu_download" in ran(out) and "avazu_vocab" in ran(out)
+    assert sorted(p.name for p in (repo / "data/avazu/encoded").iterdir()) == ["x4"]
+    report = json.loads((repo / "reports/avazu/vocab.json").read_text())
+    assert report["overlap_x4_test"]["seen_in"] is None
