@@ -76,7 +76,7 @@ def test_x2_six_digit_yyddhh_variant_is_detected(tmp_path, layouts):
 def test_batch_size_does_not_change_the_output(tiny_raw, tmp_path, layouts):
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     normalize_csv(tiny_raw / "x4" / "train.csv", layouts["x4"], layouts.fields, a, batch_rows=64,
-                  oracle_path=tiny_raw / "x4" / "train.oracle.csv")
+                  oracle_path=tiny_raw / "x4" / "train.oracle.csv", block_size=4096)
     normalize_csv(tiny_raw / "x4" / "train.csv", layouts["x4"], layouts.fields, b, batch_rows=100_000,
                   oracle_path=tiny_raw / "x4" / "train.oracle.csv")
     assert pq.ParquetFile(a).metadata.num_row_groups > 1     # really streamed in several batches

@@ -13,7 +13,9 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+import pyarrow as pa
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -96,3 +98,48 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def read_json(path: str | os.PathLike):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+# Parquet writer options for string columns: a dictionary page large enough that high-cardinality fields
+# (device_ip) stay dictionary-encoded, so readers get DictionaryArrays (read_dictionary) without re-hashing.
+PARQUET_WRITE = {"dictionary_pagesize_limit": 1 << 27}
+
+
+def parquet_reader(path, dictionary_columns=()):
+    """A ParquetFile that streams (no whole-file pre-buffering) and returns ``dictionary_columns`` as
+    DictionaryArrays taken straight from the file's dictionary pages."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False, read_dictionary=list(dictionary_columns) or None)
+
+
+def row_group_batches(pf, columns=None) -> Iterator[pa.RecordBatch]:
+    """One record batch per row group: a dictionary column's dictionary (per row group) is then seen once,
+    not once per slice. Memory is bounded by the writer's row-group size (``batch_rows`` here)."""
+    for i in range(pf.metadata.num_row_groups):
+        table = pf.read_row_group(i, columns=columns)
+        if table.num_rows:
+            yield _combine(table.to_batches())
+
+
+def rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Regroup a stream of (small) record batches into batches of at least ``rows`` rows (the last may be
+    smaller). Readers use small blocks to keep memory flat; work happens on ``rows``-sized batches."""
+    buf: list[pa.RecordBatch] = []
+    n = 0
+    for b in batches:
+        if b.num_rows == 0:
+            continue
+        buf.append(b)
+        n += b.num_rows
+        if n >= rows:
+            yield _combine(buf)
+            buf, n = [], 0
+    if buf:
+        yield _combine(buf)
+
+
+def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.core.errors import DataError
+from pipeline.core.io import PARQUET_WRITE, rebatch
 from pipeline.ctr.schema import LABEL, ORACLE, Layout, TimeSpec, normalized_schema
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 LABEL_VALUES = pa.array(["0", "1", "0.0", "1.0"])
 _DIGITS = r"^[0-9]+$"
 _INT = r"^-?[0-9]+$"
-BYTES_PER_ROW = 160  # a little above an Avazu x4 line; only sets the CSV block size
+CSV_BLOCK = 1 << 20   # bytes per CSV read block: small, so the streaming reader's read-ahead stays small
 
 
 def read_header(path: Path) -> list[str]:
@@ -188,12 +189,12 @@ def _label(col: pa.Array, path: Path, row0: int, name: str) -> pa.Array:
 
 
 def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_path: Path,
-                  batch_rows: int, oracle_path: Path | None = None) -> dict:
+                  batch_rows: int, oracle_path: Path | None = None, block_size: int = CSV_BLOCK) -> dict:
     """Normalize one split; returns {'rows', 'clicks', 'time'}. Writes ``out_path`` (parquet)."""
     header = read_header(csv_path)
     time = check_header(csv_path, header, layout)
     needed = [layout.label, *layout.columns, *time.columns]
-    block = max(1 << 16, batch_rows * BYTES_PER_ROW)
+    block = block_size
     bad_rows: list = []
 
     def on_invalid(row):
@@ -224,17 +225,18 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
     col_of = {f: c for c, f in layout.columns.items()}
     rows = clicks = 0
     bar = tqdm(desc=f"normalize {layout.name}/{csv_path.stem}", unit="rows", unit_scale=True, disable=None)
-    with pq.ParquetWriter(out_path, schema) as writer, bar:
+    def blocks():
         while True:
             try:
-                batch = reader.read_next_batch()
+                yield reader.read_next_batch()
             except StopIteration:
-                break
+                return
             except pa.ArrowInvalid as e:
                 raise parse_error(e, rows) from None
+
+    with pq.ParquetWriter(out_path, schema, **PARQUET_WRITE) as writer, bar:
+        for batch in rebatch(blocks(), batch_rows):
             n = batch.num_rows
-            if n == 0:
-                continue
             row0 = rows + 2                                   # line number of this batch's first row
             label = _label(batch.column(layout.label), csv_path, row0, layout.label)
             hour, weekday = decode_time(batch, time, csv_path, row0)

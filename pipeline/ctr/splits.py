@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
 from pipeline.core.errors import DataError
+from pipeline.core.io import PARQUET_WRITE, parquet_reader
 from pipeline.core.seeding import derive_seed
 from pipeline.ctr.schema import LABEL
 
@@ -39,11 +40,11 @@ def read_labels(path) -> np.ndarray:
 
 def write_subsets(src, mask: np.ndarray, out_selected, out_rest=None, batch_rows: int = 262_144) -> tuple[int, int]:
     """Stream ``src`` rows where mask is True into ``out_selected`` and the others into ``out_rest``."""
-    pf = pq.ParquetFile(src)
+    pf = parquet_reader(src)
     if pf.metadata.num_rows != len(mask):
         raise DataError(src, f"has {pf.metadata.num_rows} rows, the mask {len(mask)}")
-    w_sel = pq.ParquetWriter(out_selected, pf.schema_arrow)
-    w_rest = pq.ParquetWriter(out_rest, pf.schema_arrow) if out_rest is not None else None
+    w_sel = pq.ParquetWriter(out_selected, pf.schema_arrow, **PARQUET_WRITE)
+    w_rest = pq.ParquetWriter(out_rest, pf.schema_arrow, **PARQUET_WRITE) if out_rest is not None else None
     start = n_sel = n_rest = 0
     try:
         for batch in pf.iter_batches(batch_size=batch_rows):

@@ -50,10 +50,14 @@ DEFAULT_DEVICE_ID = "a99f214a"
 # Fields whose latent factors take part in the planted pairwise interactions.
 INTERACTING = ("banner_pos", "site_id", "site_category", "app_id", "app_category", "device_type",
                "device_conn_type", "device_model", "C14", "C17", "C18", "C21")
-# Base cardinalities at DEFAULT_ROWS rows; scaled by (rows / DEFAULT_ROWS) ** 0.8.
+# Base cardinalities at DEFAULT_ROWS rows; scaled by (rows / DEFAULT_ROWS) ** 0.8 and capped at the
+# cardinality of the real 40M-row Kaggle file (so a full-size world has the real field sizes).
 CARD = {"site_id": 1500, "site_domain": 1800, "site_category": 22, "app_id": 2000, "app_domain": 220,
         "app_category": 28, "device_id": 60_000, "device_ip": 150_000, "device_model": 3000,
         "C14": 1200, "C17": 220, "C19": 60, "C20": 150, "C21": 50}
+REAL_CARD = {"site_id": 4737, "site_domain": 7745, "site_category": 26, "app_id": 8552, "app_domain": 559,
+             "app_category": 36, "device_id": 2_686_408, "device_ip": 6_729_486, "device_model": 8251,
+             "C14": 2626, "C17": 435, "C19": 68, "C20": 172, "C21": 60}
 
 
 @dataclass
@@ -109,7 +113,7 @@ def generate_world(rows: int, seed: int, *, mean_ctr: float = 0.17, rank: int = 
     fields = fields or tuple(c for c in KAGGLE_COLUMNS if c not in ("id", "click", "hour"))
     g = rng(seed, "avazu-world")
     scale = (rows / DEFAULT_ROWS) ** 0.8
-    card = {k: max(8, int(round(v * scale))) for k, v in CARD.items()}
+    card = {k: min(REAL_CARD[k], max(8, int(round(v * scale)))) for k, v in CARD.items()}
     idx: dict[str, np.ndarray] = {}
     vals: dict[str, np.ndarray] = {}
 

@@ -9,15 +9,17 @@ Counting and encoding stream over parquet batches; memory is bounded by the numb
 from __future__ import annotations
 
 import logging
+from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
+from pipeline.core.io import parquet_reader, row_group_batches
 from pipeline.ctr.schema import LABEL, ORACLE, TIME_FIELDS
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,16 @@ def _as_tokens(col: pa.ChunkedArray | pa.Array, field: str) -> pa.Array:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     return pc.cast(col, pa.string()) if field in TIME_FIELDS else col
+
+
+def _dictionary(col, field: str) -> tuple[pa.Array, np.ndarray]:
+    """(distinct tokens, code per row) with nulls coded as len(tokens). Dictionary columns read straight
+    from parquet are used as they are; anything else is dictionary-encoded here."""
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(_as_tokens(col, field))
+    values = col.dictionary
+    codes = pc.fill_null(col.indices, len(values)).to_numpy(zero_copy_only=False)
+    return values, codes
 
 
 def _group_sum(tables: list[pa.Table]) -> pa.Table:
@@ -47,8 +59,11 @@ class TokenCounter:
 
     def update(self, batch: pa.RecordBatch) -> None:
         for f in self.fields:
-            vc = pc.value_counts(pc.drop_null(_as_tokens(batch.column(f), f)))
-            part = pa.table({"token": vc.field("values"), "count": pc.cast(vc.field("counts"), pa.int64())})
+            values, codes = _dictionary(batch.column(f), f)
+            counts = np.bincount(codes, minlength=len(values) + 1)[:len(values)]
+            seen = counts > 0
+            part = pa.table({"token": values.cast(pa.string()).filter(pa.array(seen)),
+                             "count": pa.array(counts[seen], pa.int64())})
             self._parts[f].append(part)
             self._buffered[f] += part.num_rows
             if self._buffered[f] > _COMPACT_AT:
@@ -62,8 +77,12 @@ class TokenCounter:
 
 def count_file(path: Path, fields, batch_rows: int) -> dict[str, pa.Table]:
     counter = TokenCounter(fields)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=list(fields)):
-        counter.update(batch)
+    pf = parquet_reader(path, [f for f in fields if f not in TIME_FIELDS])
+    with tqdm(total=pf.metadata.num_rows, desc=f"count {Path(path).parent.name}/{Path(path).stem}",
+              unit="rows", unit_scale=True, disable=None) as bar:
+        for batch in row_group_batches(pf, list(fields)):
+            counter.update(batch)
+            bar.update(batch.num_rows)
     return counter.result()
 
 
@@ -101,32 +120,34 @@ class Encoder:
 
     def __init__(self, vocab: dict[str, FieldVocab]):
         self.vocab = vocab
-        self._index = {f: pd.Index(v.tokens.to_numpy(zero_copy_only=False), dtype=object)
-                       for f, v in vocab.items()}
+        # token -> index 1..n; a plain dict is the fastest public hash lookup for batches of Python strings
+        self._index = {f: {t: i for i, t in enumerate(v.tokens.to_pylist(), 1)} for f, v in vocab.items()}
 
     def encode_column(self, col, field: str) -> tuple[np.ndarray, int]:
         """-> (int32 ids, number of OOV values) for one column."""
-        enc = pc.dictionary_encode(_as_tokens(col, field))
-        uniq = enc.dictionary.to_numpy(zero_copy_only=False)
-        pos = self._index[field].get_indexer(uniq) if len(uniq) else np.empty(0, np.int64)
+        values, codes = _dictionary(col, field)
         oov = self.vocab[field].oov_index
-        table = np.append(np.where(pos >= 0, pos + 1, oov), oov).astype(np.int32)   # last slot: null
-        codes = pc.fill_null(enc.indices, len(uniq)).to_numpy(zero_copy_only=False)
+        lookup = self._index[field].get
+        uniq = values.cast(pa.string()).to_numpy(zero_copy_only=False)
+        table = np.fromiter(map(lookup, uniq, repeat(oov)), np.int32, len(uniq))
+        table = np.append(table, np.int32(oov))                                     # last slot: null
         ids = table[codes]
         return ids, int(np.count_nonzero(ids == oov))
 
     def encode_file(self, src: Path, dst: Path, batch_rows: int) -> dict:
         """Encode one normalized split into int32 parquet; returns rows, OOV counts and label/oracle sums."""
         fields = list(self.vocab)
-        pf = pq.ParquetFile(src)
+        pf = parquet_reader(src, [f for f in fields if f not in TIME_FIELDS])
         has_oracle = ORACLE in pf.schema_arrow.names
         schema = pa.schema([pa.field(LABEL, pa.int8())] + [pa.field(f, pa.int32()) for f in fields]
                            + ([pa.field(ORACLE, pa.float32())] if has_oracle else []))
         oov = {f: 0 for f in fields}
         rows = clicks = 0
         labels, oracle = [], []
-        with pq.ParquetWriter(dst, schema) as w:
-            for batch in pf.iter_batches(batch_size=batch_rows):
+        bar = tqdm(total=pf.metadata.num_rows, desc=f"encode {Path(src).parent.name}/{Path(src).stem}",
+                   unit="rows", unit_scale=True, disable=None)
+        with pq.ParquetWriter(dst, schema, use_dictionary=[LABEL], compression="lz4") as w, bar:
+            for batch in row_group_batches(pf):
                 cols = [batch.column(LABEL)]
                 for f in fields:
                     ids, n_oov = self.encode_column(batch.column(f), f)
@@ -138,6 +159,7 @@ class Encoder:
                     oracle.append(batch.column(ORACLE).to_numpy())
                 w.write_batch(pa.record_batch(cols, schema=schema))
                 rows += batch.num_rows
+                bar.update(batch.num_rows)
                 clicks += int(pc.sum(batch.column(LABEL)).as_py() or 0)
         out = {"rows": rows, "clicks": clicks, "oov": oov}
         if has_oracle:
