@@ -54,12 +54,60 @@ class AvazuParams:
     split_valid: AvazuSplitValid
     sample: AvazuSample
     min_count: int
+    baseline_sources: list[str]
+
+
+@dataclass(frozen=True)
+class CtrParams:
+    """The CTR model (pipeline.ctr.models); model-specific keys apply to their model only."""
+
+    model: Literal["dnn", "widedeep", "pnn", "deepfm", "dcn", "dlrm", "dcnv2"]
+    encoder: Literal["none", "gated"]          # deepfm only: the field-gated encoder LLM-CTR reuses
+    embedding_dim: int
+    hidden_units: list[int]
+    dropout: float
+    batch_norm: bool
+    num_cross_layers: int                       # dcn, dcnv2
+    dcnv2_structure: Literal["parallel", "stacked", "crossnet_only", "stacked_parallel"]
+    dlrm_interaction: Literal["dot", "cat"]
+
+
+@dataclass(frozen=True)
+class OptimParams:
+    name: Literal["adam", "sam", "helen"]
+    rho: float                 # sam, helen: perturbation radius
+    bound: float               # helen: lower clamp of the frequency scale
+    net_pert: bool             # helen: perturb dense weights too
+    net_norm: Literal["global", "last_table"]   # helen: norm dividing the dense perturbation (see README)
+    lr_embed: float
+    lr_net: float
+    clip_norm: float           # adam path: global grad-norm clipping (0 = off)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The shared training loop (pipeline.core.train.LoopConfig)."""
+
+    epochs: int
+    batch_size: int
+    eval_every_steps: int
+    monitor: Literal["auc", "auc_minus_logloss"]
+    patience: int
+    lr_decay: float
+    min_lr: float
+    embedding_regularizer: float
+    net_regularizer: float
+    checkpoint_every_steps: int
+    eval_batch_size: int
 
 
 @dataclass(frozen=True)
 class Params:
     seed: int
     avazu: AvazuParams
+    ctr: CtrParams
+    optim: OptimParams
+    train: TrainParams
 
     def validate(self) -> "Params":
         a = self.avazu
@@ -68,6 +116,19 @@ class Params:
             raise ConfigError("avazu.sources: must name at least one of x1, x2, x4")
         _check_subset("avazu.split_valid.sources", a.split_valid.sources, a.sources, "avazu.sources")
         _check_subset("avazu.sample.sources", a.sample.sources, a.sources, "avazu.sources")
+        _check_subset("avazu.baseline_sources", a.baseline_sources, a.sources, "avazu.sources")
+        if not a.baseline_sources:
+            raise ConfigError("avazu.baseline_sources: must name at least one source to train on")
+        t = self.train
+        for key, v in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                       ("train.patience", t.patience), ("train.eval_batch_size", t.eval_batch_size),
+                       ("ctr.embedding_dim", self.ctr.embedding_dim)):
+            if v < 1:
+                raise ConfigError(f"{key}: {v} must be >= 1")
+        if not 0.0 <= self.ctr.dropout < 1.0:
+            raise ConfigError(f"ctr.dropout: {self.ctr.dropout} is not in [0, 1)")
+        if self.optim.rho < 0 or not 0.0 <= self.optim.bound <= 1.0:
+            raise ConfigError("optim.rho must be >= 0 and optim.bound in [0, 1]")
         for key, frac in (("avazu.split_valid.frac", a.split_valid.frac), ("avazu.sample.frac", a.sample.frac)):
             if not 0.0 < frac < 1.0:
                 raise ConfigError(f"{key}: {frac} is not in (0, 1)")

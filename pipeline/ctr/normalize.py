@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import PARQUET_WRITE, rebatch
-from pipeline.ctr.schema import LABEL, ORACLE, Layout, TimeSpec, normalized_schema
+from pipeline.ctr.schema import Layout, TimeSpec, normalized_schema
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,278 @@
+"""The one training loop, shared by every branch.
+
+What it does (FuxiCTR semantics where CTR is concerned):
+
+* loss = BCE-with-logits + ``embedding_regularizer``/2 · Σ‖E‖² over whole embedding tables
+  + ``net_regularizer``/2 · Σ‖W‖² over every other parameter;
+* one optimizer step per batch through a step rule (``rule.step(x, closure)``: Adam with grad-norm
+  clipping, SAM, Helen — see ``pipeline.ctr.optim``);
+* evaluation every epoch or every ``eval_every_steps``; the monitor is AUC or AUC − logloss;
+* on an improving evaluation the best checkpoint is saved; on every non-improving one the learning rates are
+  multiplied by ``lr_decay`` (floor ``min_lr``) and after ``patience`` of them in a row training stops;
+  the best checkpoint is reloaded before the final evaluation;
+* resume: ``last.pt`` holds model, step rule (optimizer) state, trainer counters, history and RNG states,
+  written atomically every ``checkpoint_every_steps`` and at every evaluation; a restarted run continues
+  from it and ends with the same metrics as an uninterrupted one (the batch order is a function of
+  (seed, epoch), so the interrupted epoch is resumed at its step);
+* TensorBoard scalars, a tqdm bar, and torchrun/DDP: every rank trains on its shard, evaluation is
+  sharded and gathered, rank 0 alone writes files.
+
+Checkpoints are plain state_dicts loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from sklearn.metrics import log_loss, roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.core.data import TensorData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    batch_size: int                  # global batch (split across DDP ranks)
+    eval_every_steps: int = 0        # 0: evaluate once per epoch
+    monitor: str = "auc"             # auc | auc_minus_logloss
+    patience: int = 2
+    lr_decay: float = 0.1
+    min_lr: float = 1e-6
+    embedding_regularizer: float = 0.0
+    net_regularizer: float = 0.0
+    checkpoint_every_steps: int = 0  # 0: only at evaluations
+    eval_batch_size: int = 8192
+    seed: int = 0
+    max_steps: int = 0               # stop (as if killed) after this many steps in this process; tests only
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float = -math.inf
+    best_step: int = 0
+    best_epoch: int = 0
+    bad_evals: int = 0
+    stopped: bool = False
+    finished: bool = False
+    running_loss: float = 0.0        # sum of batch losses x rows in the current epoch (kept across resume)
+    running_rows: int = 0
+    history: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist_info()
+
+
+def ctr_metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    return {"auc": auc, "logloss": float(log_loss(y, p, labels=[0, 1]))}
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Trains ``model`` with a step rule; ``embedding_params`` are regularised by embedding_regularizer."""
+
+    def __init__(self, model: nn.Module, rule, config: LoopConfig, *, embedding_params: list[torch.Tensor],
+                 checkpoint_dir: Path, tb_dir: Path | None = None,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+        self.rank, self.world = dist_info()
+        self.raw_model = model
+        self.model = (nn.parallel.DistributedDataParallel(model) if self.world > 1 else model)
+        self.rule = rule
+        self.cfg = config
+        self.ckpt_dir = Path(checkpoint_dir)
+        self.tb_dir = tb_dir
+        self.loss_fn = loss_fn or (lambda logits, y: F.binary_cross_entropy_with_logits(logits, y))
+        emb_ids = {id(p) for p in embedding_params}
+        self.embedding_params = list(embedding_params)
+        self.net_params = [p for p in model.parameters() if id(p) not in emb_ids]
+        self.state = LoopState()
+        self._tb = None
+        if self.rank == 0:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / "best.pt"
+
+    def _save_last(self) -> None:
+        if self.rank != 0:
+            return
+        _atomic_save({"model": self.raw_model.state_dict(), "rule": self.rule.state_dict(),
+                      "state": self.state.as_dict(), "rng": torch.get_rng_state()}, self.last_path)
+
+    def try_resume(self) -> bool:
+        if not self.last_path.is_file():
+            return False
+        ckpt = torch.load(self.last_path, weights_only=True, map_location="cpu")
+        self.raw_model.load_state_dict(ckpt["model"])
+        self.rule.load_state_dict(ckpt["rule"])
+        self.state = LoopState(**ckpt["state"])
+        torch.set_rng_state(ckpt["rng"])
+        log.info("resumed from %s at epoch %d step %d", self.last_path, self.state.epoch, self.state.step_in_epoch)
+        return True
+
+    # ------------------------------------------------------------------ loss, eval
+    def _regularizer(self) -> torch.Tensor:
+        reg = torch.zeros(())
+        if self.cfg.embedding_regularizer:
+            reg = reg + self.cfg.embedding_regularizer / 2 * sum((p * p).sum() for p in self.embedding_params)
+        if self.cfg.net_regularizer:
+            reg = reg + self.cfg.net_regularizer / 2 * sum((p * p).sum() for p in self.net_params)
+        return reg
+
+    @torch.no_grad()
+    def predict(self, data: TensorData) -> np.ndarray:
+        """Click probabilities for every row of ``data`` (sharded across ranks, gathered on all)."""
+        self.model.eval()
+        order = data.shard(torch.arange(len(data)), self.rank, self.world, pad=False)
+        out = torch.empty(len(order))
+        bs = self.cfg.eval_batch_size
+        for i in range(0, len(order), bs):
+            idx = order[i:i + bs]
+            out[i:i + len(idx)] = torch.sigmoid(self.raw_model(data.x.index_select(0, idx)).float())
+        self.model.train()
+        if self.world == 1:
+            return out.numpy()
+        parts = [None] * self.world
+        dist.all_gather_object(parts, (order.numpy(), out.numpy()))
+        p = np.empty(len(data), dtype=np.float32)
+        for idx, vals in parts:
+            p[idx] = vals
+        return p
+
+    def evaluate(self, data: TensorData) -> dict:
+        return ctr_metrics(data.y.numpy(), self.predict(data))
+
+    def _monitor(self, m: dict) -> float:
+        return m["auc"] - m["logloss"] if self.cfg.monitor == "auc_minus_logloss" else m["auc"]
+
+    def _lrs(self) -> list[float]:
+        return [g["lr"] for g in self.rule.optimizer.param_groups]
+
+    # ------------------------------------------------------------------ loop
+    def _log_scalar(self, tag: str, value: float, step: int) -> None:
+        if self.rank != 0 or self.tb_dir is None:
+            return
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(str(self.tb_dir))
+        self._tb.add_scalar(tag, value, step)
+
+    def _on_eval(self, valid: TensorData, train_loss: float) -> None:
+        s = self.state
+        m = self.evaluate(valid)
+        score = self._monitor(m)
+        improved = score > s.best + 1e-9
+        record = {"epoch": s.epoch, "step": s.global_step, "train_loss": train_loss,
+                  "valid_auc": m["auc"], "valid_logloss": m["logloss"], "lr": self._lrs()[0],
+                  "improved": improved}
+        s.history.append(record)
+        for k in ("valid_auc", "valid_logloss", "train_loss", "lr"):
+            self._log_scalar(k.replace("_", "/", 1), record[k], s.global_step)
+        if improved:
+            s.best, s.best_step, s.best_epoch, s.bad_evals = score, s.global_step, s.epoch, 0
+            if self.rank == 0:
+                _atomic_save(self.raw_model.state_dict(), self.best_path)
+        else:
+            s.bad_evals += 1
+            for g in self.rule.optimizer.param_groups:
+                g["lr"] = max(g["lr"] * self.cfg.lr_decay, self.cfg.min_lr)
+            if s.bad_evals >= self.cfg.patience:
+                s.stopped = True
+        log.info("eval epoch %d step %d: AUC %.5f logloss %.5f %s", s.epoch, s.global_step, m["auc"],
+                 m["logloss"], "(best)" if improved else f"(no improvement {s.bad_evals}/{self.cfg.patience})")
+        self._save_last()
+
+    def fit(self, train: TensorData, valid: TensorData, *, resume: bool = True) -> LoopState:
+        if resume:
+            self.try_resume()
+        cfg, s = self.cfg, self.state
+        per_rank_bs = max(1, cfg.batch_size // self.world)
+        steps = train.steps_per_epoch(per_rank_bs, self.world)
+        self.model.train()
+        done_here = 0
+        while not s.stopped and not s.finished and s.epoch < cfg.epochs:
+            bar = tqdm(total=steps, initial=s.step_in_epoch, desc=f"epoch {s.epoch + 1}/{cfg.epochs}",
+                       disable=None if self.rank == 0 else True, leave=False)
+            for x, y, _ in train.batches(per_rank_bs, seed=cfg.seed, epoch=s.epoch, rank=self.rank,
+                                         world=self.world, start_step=s.step_in_epoch):
+                def closure(x=x, y=y):
+                    loss = self.loss_fn(self.model(x), y) + self._regularizer()
+                    loss.backward()
+                    return loss.detach()
+
+                loss = float(self.rule.step(x, closure))
+                s.running_loss += loss * len(y)
+                s.running_rows += len(y)
+                s.step_in_epoch += 1
+                s.global_step += 1
+                done_here += 1
+                bar.update(1)
+                if s.global_step % 50 == 0:
+                    self._log_scalar("train/loss", loss, s.global_step)
+                if cfg.eval_every_steps and s.global_step % cfg.eval_every_steps == 0:
+                    self._on_eval(valid, s.running_loss / max(s.running_rows, 1))
+                    if s.stopped:
+                        break
+                elif cfg.checkpoint_every_steps and s.global_step % cfg.checkpoint_every_steps == 0:
+                    self._save_last()
+                if cfg.max_steps and done_here >= cfg.max_steps:
+                    bar.close()
+                    return s                            # simulated kill: last.pt is what survives
+            bar.close()
+            if s.stopped:
+                break
+            epoch_loss = s.running_loss / max(s.running_rows, 1)
+            s.epoch += 1
+            s.step_in_epoch, s.running_loss, s.running_rows = 0, 0.0, 0
+            if not cfg.eval_every_steps:
+                self._on_eval(valid, epoch_loss)
+        s.finished = True
+        if self.best_path.is_file():
+            if self.world > 1:
+                dist.barrier()
+            self.raw_model.load_state_dict(torch.load(self.best_path, weights_only=True, map_location="cpu"))
+        self._save_last()
+        if self._tb is not None:
+            self._tb.close()
+        return s

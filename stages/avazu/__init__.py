@@ -1,0 +1,13 @@
+"""The Avazu / LLM-CTR branch: one module per DVC stage, registered on one typer sub-app."""
+
+import typer
+
+from stages.avazu import download, normalize, sample, split_valid, train_baseline, vocab
+
+app = typer.Typer(no_args_is_help=True, help="Avazu / LLM-CTR branch.")
+app.command("download")(download.download)
+app.command("normalize")(normalize.normalize)
+app.command("split-valid")(split_valid.split_valid)
+app.command("sample")(sample.sample)
+app.command("vocab")(vocab.vocab)
+app.command("train-baseline")(train_baseline.train_baseline)

@@ -1,0 +1,25 @@
+"""Stage avazu_download: the embedded world, reczoo's Hugging Face zips or a local folder -> data/avazu/raw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.core.io import atomic_outputs, write_json
+from pipeline.ctr import download as dl
+from stages.avazu.common import RAW, ParamsOpt, load
+
+def download(params: str = ParamsOpt) -> None:
+    """Fetch x1/x2/x4 (synthetic world, reczoo on Hugging Face, or a local folder) into data/avazu/raw."""
+    p, layouts = load(params)
+    a = p.avazu
+    with atomic_outputs() as out:
+        raw = out.dir(RAW)
+        if a.source == "synthetic":
+            s = a.synthetic
+            manifest = dl.fetch_synthetic(a.sources, layouts, raw, rows=s.rows, seed=p.seed,
+                                          mean_ctr=s.mean_ctr, rank=s.rank, temperature=s.temperature)
+        elif a.source == "hf":
+            manifest = dl.fetch_hf(a.sources, layouts, raw, a.hf_revision)
+        else:
+            manifest = dl.fetch_local(a.sources, layouts, Path(a.local_dir), raw)
+        write_json(raw / "manifest.json", {"source": a.source, "sources": manifest})

@@ -1,0 +1,84 @@
+"""Stage avazu_train_baseline: the CTR baseline (ctr.model with optim.*) on avazu.baseline_sources."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_outputs, read_json, write_json
+from stages.avazu.common import ENCODED, MODELS, REPORTS, TB, VOCAB, ParamsOpt, all_datasets, load
+
+log = logging.getLogger(__name__)
+
+
+def train_baseline(params: str = ParamsOpt) -> None:
+    """Train ``ctr.model`` with ``optim.*`` on ``avazu.baseline_sources``; evaluate every source's valid/test."""
+    import torch  # imported here: the data stages share this CLI and need not pay for torch
+
+    from pipeline.core.data import TensorData
+    from pipeline.core.io import md5_file
+    from pipeline.core.seeding import seed_everything
+    from pipeline.core.train import Trainer, init_distributed
+    from pipeline.ctr import baseline as bl
+    from pipeline.ctr.models import model_config
+
+    p, layouts = load(params)
+    a = p.avazu
+    rank, world = init_distributed()
+    fmap_path = VOCAB / "feature_map.json"
+    fmap = read_json(fmap_path)
+    features = [f["name"] for f in fmap["features"]]
+    vocab_sizes = [f["vocab_size"] for f in fmap["features"]]
+    datasets = {s: sorted(splits) for s, splits in all_datasets(a, layouts).items() if s in a.sources}
+    for s in a.baseline_sources:
+        if "valid" not in datasets[s]:
+            raise ConfigError(f"avazu.baseline_sources: '{s}' has no valid split (add it to avazu.split_valid.sources)")
+
+    def tensors(name: str | list[str], split: str) -> TensorData:
+        srcs = [name] if isinstance(name, str) else name
+        return TensorData.from_parquet([ENCODED / s / f"{split}.parquet" for s in srcs], features,
+                                       name=f"{'+'.join(srcs)}/{split}")
+
+    train, valid = tensors(a.baseline_sources, "train"), tensors(a.baseline_sources, "valid")
+    seed_everything(p.seed)
+    model = bl.build_ctr_model(p.ctr, vocab_sizes)
+    rule = bl.step_rule_for(model, p.optim)
+    key = bl.run_key(p.seed, a.baseline_sources, p.ctr, p.optim, p.train, md5_file(fmap_path), world)
+    ckpt_dir = MODELS / ".ckpt" / f"baseline-{key}"
+    trainer = Trainer(model, rule, bl.loop_config(p.train, p.seed), embedding_params=model.embedding_parameters(),
+                      checkpoint_dir=ckpt_dir, tb_dir=TB / "baseline")
+    t0 = time.time()
+    state = trainer.fit(train, valid)
+    wall = time.time() - t0
+    metrics = {}
+    for source, splits in datasets.items():
+        for split in ("valid", "test"):
+            if split in splits:
+                metrics[f"{source}/{split}"] = bl.split_metrics(trainer, tensors(source, split))
+    if rank != 0:
+        return
+    synthetic = valid.oracle is not None
+    report = {
+        "dataset": f"avazu ({', '.join(a.sources)}; {'synthetic' if synthetic else 'real'})",
+        "synthetic": synthetic,
+        "split": "valid and test of every source",
+        "protocol": "pointwise CTR: AUC and logloss over every row of the split",
+        "model": p.ctr.model, "encoder": p.ctr.encoder if p.ctr.model == "deepfm" else "none",
+        "optimizer": p.optim.name, "train_sources": a.baseline_sources,
+        "best_epoch": state.best_epoch, "epochs_run": len(state.history), "best_step": state.best_step,
+        "wall_seconds": round(wall, 1), "metrics": metrics,
+    }
+    with atomic_outputs() as out:
+        d = out.dir(MODELS / "baseline")
+        torch.save(model.state_dict(), d / "model.pt")
+        write_json(d / "config.json", {"model": model_config(model), "features": features,
+                                       "feature_map": str(fmap_path)})
+        write_json(out.file(REPORTS / "baseline.json"), report)
+        write_json(out.file(REPORTS / "baseline_curve.json"), [
+            {k: h[k] for k in ("epoch", "step", "train_loss", "valid_auc", "valid_logloss", "lr")}
+            for h in state.history])
+    shutil.rmtree(ckpt_dir, ignore_errors=True)       # done: the resume point is no longer needed
+    log.info("baseline %s/%s: x4 test AUC %s", p.ctr.model, p.optim.name,
+             metrics.get("x4/test", {}).get("auc"))

@@ -1,0 +1,322 @@
+"""The CTR model zoo (pipeline.ctr.models): shapes, gradient flow, the interaction layers against explicit
+formulas, the gated encoder, the registry/config round trip and the embedding/net parameter split."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.ctr.models import (
+    MODELS, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, InnerProductInteraction, MLP,
+    build_model, fm_second_order, model_config,
+)
+
+VOCAB = [7, 5, 9, 3]
+F, D, H, B = len(VOCAB), 4, [8, 8], 5
+SMALL = dict(embedding_dim=D, hidden_units=H)
+# The gradient test uses wider layers: with FuxiCTR's tiny embedding init, zero biases and ReLU, a sample
+# whose 8 hidden units all come out negative is legitimately dead (no gradient to its rows); with 32 units
+# per layer that has probability ~2^-32 instead of ~2^-8.
+WIDE = [32, 32]
+
+CASES = {
+    "dnn": ("dnn", {}),
+    "dnn-bn-dropout": ("dnn", dict(batch_norm=True, dropout=0.1)),
+    "widedeep": ("widedeep", {}),
+    "pnn": ("pnn", {}),
+    "deepfm": ("deepfm", {}),
+    "deepfm-gated": ("deepfm", dict(encoder="gated")),
+    "dcn": ("dcn", dict(num_cross_layers=2)),
+    "dcn-crossnet-only": ("dcn", dict(hidden_units=[])),
+    "dlrm-dot": ("dlrm", dict(interaction_op="dot")),
+    "dlrm-cat": ("dlrm", dict(interaction_op="cat", top_mlp_units=[32, 24])),
+    **{f"dcnv2-{s}": ("dcnv2", dict(model_structure=s))
+       for s in ("parallel", "stacked", "crossnet_only", "stacked_parallel")},
+    "dcnv2-lowrank": ("dcnv2", dict(use_low_rank_mixture=True, low_rank=3, num_experts=2)),
+    "dcnv2-lowrank-stacked": ("dcnv2", dict(use_low_rank_mixture=True, low_rank=3, num_experts=2,
+                                             model_structure="stacked")),
+}
+
+
+def make(case: str, seed: int = 0, hidden_units=None):
+    name, kw = CASES[case]
+    torch.manual_seed(seed)
+    base = dict(SMALL, hidden_units=hidden_units) if hidden_units is not None else SMALL
+    return build_model(name, VOCAB, **{**base, **kw})
+
+
+def batch(seed: int = 1) -> torch.Tensor:
+    """B x F ids; field 0 has a padding id (0) in row 0 so the padding row is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.stack([torch.randint(1, v, (B,), generator=g) for v in VOCAB], dim=1)
+    x[0, 0] = 0
+    return x
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_backward_reaches_embeddings_and_net(case):
+    model = make(case, hidden_units=WIDE)
+    model.train()
+    x = batch()
+    logits = model(x)
+    assert logits.shape == (B,) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    # all-positive labels: with near-zero logits, duplicate rows with opposite labels would cancel exactly
+    y = torch.ones(B)
+    nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
+
+    for group, tables in model.embedding_groups().items():
+        assert len(tables) == F
+        for f, table in enumerate(tables):
+            grad = table.weight.grad
+            assert grad is not None, (group, f)
+            used = set(x[:, f].tolist()) - {0}
+            for row in range(table.num_embeddings):
+                nonzero = bool(grad[row].abs().sum() > 0)
+                assert nonzero == (row in used), (group, f, row, used)
+            assert torch.all(grad[0] == 0)
+    for pname, p in model.named_parameters():
+        if any(p is q for q in model.embedding_parameters()):
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{case}: no gradient for {pname}"
+
+
+def test_logits_are_not_squashed_and_int32_ids_work():
+    model = make("dnn")
+    with torch.no_grad():
+        model.mlp.mlp[-1].bias.fill_(5.0)
+        out = model(batch().to(torch.int32))
+    assert out.shape == (B,) and (out > 1.0).all()          # a sigmoid output could never exceed 1
+
+
+def test_batch_of_one_in_eval_mode():
+    for case in ("dcnv2-lowrank", "dcn", "dlrm-dot", "dnn-bn-dropout"):
+        model = make(case).eval()
+        assert model(batch()[:1]).shape == (1,)
+
+
+def test_feature_embedding_layout_and_init():
+    torch.manual_seed(0)
+    emb = FeatureEmbedding([1000, 3, 50], 8)
+    assert [t.num_embeddings for t in emb.tables] == [1000, 3, 50]
+    assert all(isinstance(t, nn.Embedding) and t.padding_idx == 0 and t.embedding_dim == 8 for t in emb.tables)
+    for t in emb.tables:
+        assert torch.all(t.weight[0] == 0)
+    std = emb.tables[0].weight[1:].std().item()
+    assert 0.8e-4 < std < 1.2e-4
+    x = torch.tensor([[0, 2, 49], [999, 1, 0]])
+    out = emb(x)
+    assert out.shape == (2, 3, 8)
+    assert torch.equal(out[1, 0], emb.tables[0].weight[999]) and torch.all(out[0, 0] == 0)
+    with pytest.raises(ValueError):
+        emb(torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError):
+        FeatureEmbedding([5, 0], 4)
+
+
+def test_fm_term_equals_pairwise_sum():
+    torch.manual_seed(3)
+    e = torch.randn(6, 5, 3)
+    expected = torch.zeros(6)
+    for i, j in itertools.combinations(range(5), 2):
+        expected += (e[:, i] * e[:, j]).sum(-1)
+    assert torch.allclose(fm_second_order(e), expected, atol=1e-5)
+
+
+def test_deepfm_logit_is_lr_plus_fm_plus_dnn():
+    model = make("deepfm").eval()
+    with torch.no_grad():
+        for t in model.embedding_tables():
+            t.weight[1:].normal_(0, 0.3)
+        x = batch()
+        emb = model.embedding(x)
+        lr = model.first_order(x).sum((1, 2)) + model.lr_bias
+        expected = lr + fm_second_order(emb) + model.mlp(emb.flatten(1)).squeeze(-1)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def test_inner_products_equal_double_loop():
+    torch.manual_seed(4)
+    e = torch.randn(3, 5, 4)
+    out = InnerProductInteraction(5)(e)
+    expected = torch.stack([(e[:, i] * e[:, j]).sum(-1) for i in range(5) for j in range(i + 1, 5)], dim=1)
+    assert out.shape == (3, 10)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert not list(InnerProductInteraction(5).parameters())
+    assert not InnerProductInteraction(5).state_dict()
+
+
+def test_interaction_input_sizes():
+    pnn, dot, cat = make("pnn"), make("dlrm-dot"), make("dlrm-cat")
+    assert pnn.mlp.mlp[0].in_features == F * D + F * (F - 1) // 2
+    assert dot.top_mlp.mlp[0].in_features == F * (F - 1) // 2
+    assert cat.top_mlp.mlp[0].in_features == F * D and cat.top_mlp.mlp[-1].in_features == 24
+    assert make("dlrm-dot").config["top_mlp_units"] == H        # defaults to hidden_units
+    fc_in = {s: make(f"dcnv2-{s}").fc.in_features for s in ("parallel", "stacked", "crossnet_only", "stacked_parallel")}
+    assert fc_in == {"parallel": F * D + H[-1], "stacked": H[-1], "crossnet_only": F * D, "stacked_parallel": 2 * H[-1]}
+    assert make("dcn").fc.in_features == F * D + H[-1] and make("dcn-crossnet-only").fc.in_features == F * D
+
+
+def test_crossnet_layers_by_hand():
+    x0 = torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]])
+    net = CrossNet(3, 1)
+    w, b = torch.tensor([0.2, -0.1, 0.4]), torch.tensor([0.01, 0.02, -0.03])
+    with torch.no_grad():
+        net.weights[0].weight.copy_(w[None])
+        net.biases[0].copy_(b)
+    expected = x0 * (x0 @ w)[:, None] + b + x0
+    assert torch.allclose(net(x0), expected, atol=1e-6)
+    # two layers compose: x2 = x0 * (x1 . w) + b + x1
+    net2 = CrossNet(3, 2)
+    with torch.no_grad():
+        for lw, lb in zip(net2.weights, net2.biases):
+            lw.weight.copy_(w[None]); lb.copy_(b)
+    x1 = expected
+    assert torch.allclose(net2(x0), x0 * (x1 @ w)[:, None] + b + x1, atol=1e-6)
+
+
+def test_crossnet_v2_layer_by_hand():
+    torch.manual_seed(5)
+    x0 = torch.randn(4, 3)
+    net = CrossNetV2(3, 1)
+    W, b = net.layers[0].weight.detach(), net.layers[0].bias.detach()
+    assert torch.allclose(net(x0), x0 * (x0 @ W.T + b) + x0, atol=1e-6)
+
+
+def test_crossnet_mix_matches_per_expert_loop():
+    torch.manual_seed(6)
+    d, r, k, L = 5, 3, 2, 2
+    net = CrossNetMix(d, L, low_rank=r, num_experts=k)
+    with torch.no_grad():
+        for bias in net.biases:
+            bias.normal_()
+    x0 = torch.randn(3, d)
+    x = x0
+    for l in range(L):
+        outs, scores = [], []
+        for e in range(k):
+            scores.append(x @ net.gating[e].weight[0])
+            v = torch.tanh(x @ net.V[l][e])                     # V^T x
+            v = torch.tanh(v @ net.C[l][e].T)                   # C v
+            outs.append(x0 * (v @ net.U[l][e].T + net.biases[l]))
+        gate = torch.softmax(torch.stack(scores, 1), dim=1)
+        x = x + sum(gate[:, e:e + 1] * outs[e] for e in range(k))
+    assert torch.allclose(net(x0), x, atol=1e-5)
+    assert net.U[0].shape == (k, d, r) and net.C[0].shape == (k, r, r)
+
+
+def test_field_gate():
+    torch.manual_seed(7)
+    gate = FieldGate(F, D)
+    e = torch.randn(B, F, D)
+    g = gate.gate(e)
+    assert g.shape == (B, F) and torch.all((g > 0) & (g < 1))
+    out = gate(e)
+    assert out.shape == e.shape
+    assert torch.allclose(out, e * g[..., None], atol=1e-7)
+    # near-identity at init on FuxiCTR-sized embeddings: every gate ~ sigmoid(3) ~ 0.953
+    small = torch.randn(B, F, D) * 1e-4
+    g0 = gate.gate(small)
+    assert torch.allclose(g0, torch.full_like(g0, torch.sigmoid(torch.tensor(3.0)).item()), atol=1e-3)
+    assert torch.allclose(gate(small), small, rtol=0.06, atol=0)
+    # the model-wide reset keeps the gate's +3 bias
+    model = make("deepfm-gated")
+    assert torch.all(model.encoder.proj.bias == 3.0)
+    assert make("deepfm").encoder is None
+
+
+def test_mlp_block_structure():
+    mlp = MLP(6, [5, 4], dropout=0.2, batch_norm=True, output_dim=1)
+    kinds = [type(m).__name__ for m in mlp.mlp]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert MLP(6, [5]).output_dim == 5
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_config_round_trip_and_parameter_partition(case):
+    model = make(case)
+    cfg = json.loads(json.dumps(model_config(model)))
+    assert cfg["name"] == CASES[case][0] and cfg["vocab_sizes"] == VOCAB
+    torch.manual_seed(123)
+    rebuilt = build_model(**cfg)
+    assert type(rebuilt) is type(model) and model_config(rebuilt) == cfg
+    shapes = lambda m: [(n, tuple(p.shape)) for n, p in m.named_parameters()]
+    assert shapes(rebuilt) == shapes(model)
+    rebuilt.load_state_dict(model.state_dict())
+    x = batch()
+    model.eval(); rebuilt.eval()
+    assert torch.equal(model(x), rebuilt(x))
+
+    emb = [p for t in model.embedding_tables() for p in t.parameters()]
+    net = list(model.net_parameters())
+    ids = lambda ps: [id(p) for p in ps]
+    assert not set(ids(emb)) & set(ids(net))
+    assert sorted(ids(emb) + ids(net)) == sorted(ids(model.parameters()))
+    assert len(ids(emb)) == len(set(ids(emb))) and len(ids(net)) == len(set(ids(net)))
+    assert all(isinstance(t, nn.Embedding) for t in model.embedding_tables())
+    n_groups = 2 if CASES[case][0] in ("deepfm", "widedeep") else 1
+    assert len(model.embedding_tables()) == n_groups * F
+
+
+def test_first_order_groups():
+    for name in ("deepfm", "widedeep"):
+        groups = make(name).embedding_groups()
+        assert set(groups) == {"embedding", "first_order"}
+        assert all(t.embedding_dim == 1 for t in groups["first_order"])
+        assert [t.num_embeddings for t in groups["first_order"]] == VOCAB
+    assert set(make("pnn").embedding_groups()) == {"embedding"}
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match=r"'xdeepfm'.*dcnv2"):
+        build_model("xdeepfm", VOCAB)
+    with pytest.raises(ValueError, match="num_cross_layers"):
+        build_model("deepfm", VOCAB, num_cross_layers=2)
+    with pytest.raises(ValueError, match="bottom_mlp_units"):
+        build_model("dlrm", VOCAB, bottom_mlp_units=[4])
+    with pytest.raises(ValueError, match="model_structure"):
+        build_model("dcnv2", VOCAB, model_structure="serial", **SMALL)
+    with pytest.raises(ValueError, match="interaction_op"):
+        build_model("dlrm", VOCAB, interaction_op="sum", **SMALL)
+    with pytest.raises(ValueError, match="encoder"):
+        build_model("deepfm", VOCAB, encoder="transformer", **SMALL)
+    with pytest.raises(ValueError, match="hidden_units"):
+        build_model("dcnv2", VOCAB, model_structure="stacked", embedding_dim=D, hidden_units=[])
+    assert type(build_model("DeepFM", VOCAB, **SMALL)).__name__ == "DeepFM"
+    assert set(MODELS) == {"dnn", "widedeep", "pnn", "deepfm", "dcn", "dlrm", "dcnv2"}
+
+
+def test_defaults():
+    model = build_model("dcnv2", VOCAB)
+    cfg = model_config(model)
+    assert cfg["embedding_dim"] == 16 and cfg["hidden_units"] == [400, 400, 400]
+    assert cfg["num_cross_layers"] == 3 and cfg["model_structure"] == "parallel"
+    assert cfg["use_low_rank_mixture"] is False and cfg["low_rank"] == 32 and cfg["num_experts"] == 4
+    assert model_config(build_model("dlrm", VOCAB))["interaction_op"] == "dot"
+    assert model_config(build_model("deepfm", VOCAB))["encoder"] == "none"
+    assert model_config(build_model("dcn", VOCAB, hidden_units=[4]))["num_cross_layers"] == 3
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_deterministic_construction(case):
+    a, b = make(case, seed=0), make(case, seed=0)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = make(case, seed=1)
+    assert not all(torch.equal(sa[k], c.state_dict()[k]) for k in sa)
+
+
+def test_net_init_is_xavier_with_zero_bias():
+    model = make("dnn")
+    first = model.mlp.mlp[0]
+    assert torch.all(first.bias == 0)
+    torch.manual_seed(0)
+    big = build_model("dnn", [2] * 50, embedding_dim=8, hidden_units=[300])
+    w = big.mlp.mlp[0].weight
+    expected_std = (2.0 / (w.shape[0] + w.shape[1])) ** 0.5
+    assert abs(w.std().item() / expected_std - 1) < 0.05
