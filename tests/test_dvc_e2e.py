@@ -37,14 +37,16 @@ def repo(tmp_path_factory):
     sh(d, "git", "init", "-q")
     sh(d, "dvc", "init", "-q")
     sh(d, "dvc", "config", "core.autostage", "false")
-    set_params(d, **{"avazu.synthetic.rows": 20_000})
+    set_params(d, **{"avazu.synthetic.rows": 20_000, "ctr.hidden_units": [32, 32], "ctr.embedding_dim": 8,
+                     "train.epochs": 2, "train.batch_size": 1024})
     return d
 
 
 def test_repro_runs_the_branch_then_nothing(repo):
     out = sh(repo, "dvc", "repro")
     assert ran(out) == ["avazu_download", "avazu_normalize@x1", "avazu_normalize@x2", "avazu_normalize@x4",
-                        "avazu_sample@x1", "avazu_sample@x2", "avazu_split_valid@x2", "avazu_vocab"]
+                        "avazu_sample@x1", "avazu_sample@x2", "avazu_split_valid@x2", "avazu_train_baseline",
+                        "avazu_vocab"]
     enc = repo / "data/avazu/encoded"
     assert sorted(p.name for p in enc.iterdir()) == ["x1", "x1_sample20", "x2", "x2_sample20", "x4"]
     assert sorted(p.name for p in (enc / "x2").iterdir()) == ["test.parquet", "train.parquet", "valid.parquet"]
@@ -56,14 +58,32 @@ def test_repro_runs_the_branch_then_nothing(repo):
     assert 0.7 < report["splits"]["x4/test"]["oracle_auc"] < 1.0
     fmap = json.loads((repo / "data/avazu/vocab/feature_map.json").read_text())
     assert fmap["num_fields"] == 24
+    baseline = json.loads((repo / "reports/avazu/baseline.json").read_text())
+    assert baseline["model"] == "deepfm" and baseline["optimizer"] == "helen"
+    for key in ("x4/valid", "x4/test", "x1/test", "x2/valid"):
+        m = baseline["metrics"][key]
+        assert 0.0 < m["auc"] < 1.0 and m["oracle_auc"] > 0.7 and "gap_to_oracle_auc" in m
+    assert (repo / "models/baseline/model.pt").is_file() and (repo / "models/baseline/config.json").is_file()
     again = sh(repo, "dvc", "repro")
     assert ran(again) == [] and "up to date" in again
 
 
+def test_exp_run_reruns_only_the_baseline(repo):
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
+    out = sh(repo, "dvc", "exp", "run", "-S", "optim.rho=0.1")
+    assert ran(out) == ["avazu_train_baseline"]
+    out = sh(repo, "dvc", "exp", "run", "-S", "ctr.model=dcnv2", "-S", "optim.name=adam")
+    assert ran(out) == ["avazu_train_baseline"]
+    table = sh(repo, "dvc", "exp", "show", "--json")
+    assert "0.1" in table and "dcnv2" in table and "gap_to_oracle_auc" in table
+
+
 def test_sample_frac_reruns_only_sample_and_after(repo):
+    sh(repo, "git", "checkout", "--", "params.yaml")
     set_params(repo, **{"avazu.sample.frac": 0.1})
     out = sh(repo, "dvc", "repro")
-    assert ran(out) == ["avazu_sample@x1", "avazu_sample@x2", "avazu_vocab"]
+    assert ran(out) == ["avazu_sample@x1", "avazu_sample@x2", "avazu_train_baseline", "avazu_vocab"]
     enc = repo / "data/avazu/encoded"
     assert (enc / "x1_sample10").is_dir() and not (enc / "x1_sample20").exists()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 Closure = Callable[[], torch.Tensor]
@@ -108,8 +109,19 @@ class Helen(PlainAdam):
         freq.scatter_(0, ids, counts.float())
         return torch.clamp(freq / freq.max(), min=self.bound)
 
+    @staticmethod
+    def _global_batch(x: torch.Tensor) -> torch.Tensor:
+        """Under DDP the occurrence counts are taken over the global batch (all ranks' ids), so a DDP run
+        perturbs exactly as one process on the same global batch (ranks hold equal-sized shards)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return x
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
     def step(self, x: torch.Tensor, closure: Closure) -> torch.Tensor:
         net = [p for g in self.optimizer.param_groups if g.get("name") == "net" for p in g["params"]]
+        x = self._global_batch(x)
         self.optimizer.zero_grad(set_to_none=True)
         loss = closure()
         old_p: dict[torch.Tensor, torch.Tensor] = {}
