@@ -8,11 +8,13 @@ import sys
 import typer
 
 from pipeline.core.errors import RecdagError
-from stages import avazu
+from stages import amazon, avazu, tenrec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="recdag: the reproducible recsys pipeline. Stages are run by `dvc repro`.")
 app.add_typer(avazu.app, name="avazu")
+app.add_typer(tenrec.app, name="tenrec")
+app.add_typer(amazon.app, name="amazon")
 
 
 def main() -> None:

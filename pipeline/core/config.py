@@ -16,6 +16,9 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.core.errors import ConfigError
+from pipeline.ctr.llm_params import LlmParams
+from pipeline.seqrec.params import AmazonParams, FinetuneParams, PretrainParams
+from pipeline.tenrec.params import AnnParams, RankingParams, RetrievalParams, TenrecParams
 
 AVAZU_SOURCES = ("x1", "x2", "x4")
 
@@ -108,8 +111,20 @@ class Params:
     ctr: CtrParams
     optim: OptimParams
     train: TrainParams
+    llm: LlmParams              # the other branches' sections are declared in their domain modules,
+    tenrec: TenrecParams        # each with a validate() that raises ConfigError naming the key
+    retrieval: RetrievalParams
+    ann: AnnParams
+    ranking: RankingParams
+    amazon: AmazonParams
+    pretrain: PretrainParams
+    finetune: FinetuneParams
 
     def validate(self) -> "Params":
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):
+                section.validate()
         a = self.avazu
         _check_subset("avazu.sources", a.sources, AVAZU_SOURCES)
         if not a.sources:
@@ -205,9 +220,12 @@ def _convert(value: Any, tp, key: str):
 
 
 def from_mapping(cls, data: dict, prefix: str = ""):
-    """Build dataclass ``cls`` from ``data``; unknown, missing or mistyped keys raise ConfigError."""
+    """Build dataclass ``cls`` from ``data``; unknown, missing or mistyped keys raise ConfigError.
+    A field whose params key is a Python keyword declares it as ``field(metadata={"key": "from"})``."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    keys = {f.name: f.metadata.get("key", f.name) for f in fields}
+    names = list(keys.values())
     dot = f"{prefix}." if prefix else ""
     unknown = [k for k in data if k not in names]
     if unknown:
@@ -215,7 +233,7 @@ def from_mapping(cls, data: dict, prefix: str = ""):
     missing = [n for n in names if n not in data]
     if missing:
         raise ConfigError(f"{dot}{missing[0]}: missing key")
-    return cls(**{n: _convert(data[n], hints[n], f"{dot}{n}") for n in names})
+    return cls(**{f.name: _convert(data[keys[f.name]], hints[f.name], f"{dot}{keys[f.name]}") for f in fields})
 
 
 def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:

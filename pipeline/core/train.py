@@ -17,6 +17,14 @@ What it does (FuxiCTR semantics where CTR is concerned):
 * TensorBoard scalars, a tqdm bar, and torchrun/DDP: every rank trains on its shard, evaluation is
   sharded and gathered, rank 0 alone writes files.
 
+What is trained for is a :class:`Task`: the loss of one batch and the evaluation of a split, with the
+name of the metric to monitor. :class:`CtrTask` (BCE on logits, AUC/logloss) is the default; the other
+branches (retrieval, ranking, sequential recommendation) pass their own task, so they share this loop
+(early stopping, lr reduction, resume, best reload, TensorBoard, DDP) instead of writing another. A step
+rule that needs a per-step learning-rate schedule (e.g. one-cycle) applies it inside ``rule.step`` and
+keeps its state in ``rule.state_dict()``, so resume covers it; set ``lr_decay: 1.0`` to switch the
+plateau reduction off.
+
 Checkpoints are plain state_dicts loaded with ``torch.load(weights_only=True)``.
 """
 
@@ -27,7 +35,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -97,6 +104,40 @@ def ctr_metrics(y: np.ndarray, p: np.ndarray) -> dict:
     return {"auc": auc, "logloss": float(log_loss(y, p, labels=[0, 1]))}
 
 
+class Task:
+    """What the loop optimises and how it evaluates. Subclass for a branch; every method gets the model
+    the loop trains (``model`` may be the DDP wrapper; ``trainer.raw_model`` is the bare module).
+
+    ``monitor`` names the key of :meth:`evaluate`'s dict that early stopping and lr reduction follow
+    (higher is better). Every numeric value of that dict is logged and kept in the history as ``valid_<k>``.
+    """
+
+    monitor: str = "auc"
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, trainer: "Trainer", data) -> dict:
+        raise NotImplementedError
+
+
+class CtrTask(Task):
+    """Pointwise CTR: BCE-with-logits on ``model(x)``; AUC and logloss; monitor AUC or AUC − logloss."""
+
+    def __init__(self, monitor: str = "auc"):
+        if monitor not in ("auc", "auc_minus_logloss"):
+            raise ValueError(f"CtrTask monitor: {monitor}")
+        self.monitor = monitor
+
+    def loss(self, model, x, y):
+        return F.binary_cross_entropy_with_logits(model(x), y)
+
+    def evaluate(self, trainer: "Trainer", data: TensorData) -> dict:
+        m = ctr_metrics(data.y.numpy(), trainer.predict(data))
+        m["auc_minus_logloss"] = m["auc"] - m["logloss"]
+        return m
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
@@ -107,8 +148,7 @@ class Trainer:
     """Trains ``model`` with a step rule; ``embedding_params`` are regularised by embedding_regularizer."""
 
     def __init__(self, model: nn.Module, rule, config: LoopConfig, *, embedding_params: list[torch.Tensor],
-                 checkpoint_dir: Path, tb_dir: Path | None = None,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 checkpoint_dir: Path, tb_dir: Path | None = None, task: Task | None = None):
         self.rank, self.world = dist_info()
         self.raw_model = model
         self.model = (nn.parallel.DistributedDataParallel(model) if self.world > 1 else model)
@@ -116,7 +156,7 @@ class Trainer:
         self.cfg = config
         self.ckpt_dir = Path(checkpoint_dir)
         self.tb_dir = tb_dir
-        self.loss_fn = loss_fn or (lambda logits, y: F.binary_cross_entropy_with_logits(logits, y))
+        self.task = task or CtrTask(config.monitor)
         emb_ids = {id(p) for p in embedding_params}
         self.embedding_params = list(embedding_params)
         self.net_params = [p for p in model.parameters() if id(p) not in emb_ids]
@@ -180,11 +220,18 @@ class Trainer:
             p[idx] = vals
         return p
 
-    def evaluate(self, data: TensorData) -> dict:
-        return ctr_metrics(data.y.numpy(), self.predict(data))
+    def evaluate(self, data) -> dict:
+        """The task's metrics on ``data`` (model in eval mode; back to train mode afterwards)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.task.evaluate(self, data)
+        finally:
+            self.model.train(was_training)
 
     def _monitor(self, m: dict) -> float:
-        return m["auc"] - m["logloss"] if self.cfg.monitor == "auc_minus_logloss" else m["auc"]
+        return float(m[self.task.monitor])
 
     def _lrs(self) -> list[float]:
         return [g["lr"] for g in self.rule.optimizer.param_groups]
@@ -204,11 +251,12 @@ class Trainer:
         score = self._monitor(m)
         improved = score > s.best + 1e-9
         record = {"epoch": s.epoch, "step": s.global_step, "train_loss": train_loss,
-                  "valid_auc": m["auc"], "valid_logloss": m["logloss"], "lr": self._lrs()[0],
-                  "improved": improved}
+                  **{f"valid_{k}": float(v) for k, v in m.items() if isinstance(v, (int, float))},
+                  "monitor": score, "lr": self._lrs()[0], "improved": improved}
         s.history.append(record)
-        for k in ("valid_auc", "valid_logloss", "train_loss", "lr"):
-            self._log_scalar(k.replace("_", "/", 1), record[k], s.global_step)
+        for k, v in record.items():
+            if k.startswith("valid_") or k in ("train_loss", "lr"):
+                self._log_scalar(k.replace("_", "/", 1), v, s.global_step)
         if improved:
             s.best, s.best_step, s.best_epoch, s.bad_evals = score, s.global_step, s.epoch, 0
             if self.rank == 0:
@@ -219,8 +267,9 @@ class Trainer:
                 g["lr"] = max(g["lr"] * self.cfg.lr_decay, self.cfg.min_lr)
             if s.bad_evals >= self.cfg.patience:
                 s.stopped = True
-        log.info("eval epoch %d step %d: AUC %.5f logloss %.5f %s", s.epoch, s.global_step, m["auc"],
-                 m["logloss"], "(best)" if improved else f"(no improvement {s.bad_evals}/{self.cfg.patience})")
+        shown = " ".join(f"{k} {v:.5f}" for k, v in m.items() if isinstance(v, float))
+        log.info("eval epoch %d step %d: %s %s", s.epoch, s.global_step, shown,
+                 "(best)" if improved else f"(no improvement {s.bad_evals}/{self.cfg.patience})")
         self._save_last()
 
     def fit(self, train: TensorData, valid: TensorData, *, resume: bool = True) -> LoopState:
@@ -237,7 +286,7 @@ class Trainer:
             for x, y, _ in train.batches(per_rank_bs, seed=cfg.seed, epoch=s.epoch, rank=self.rank,
                                          world=self.world, start_step=s.step_in_epoch):
                 def closure(x=x, y=y):
-                    loss = self.loss_fn(self.model(x), y) + self._regularizer()
+                    loss = self.task.loss(self.model, x, y) + self._regularizer()
                     loss.backward()
                     return loss.detach()
 

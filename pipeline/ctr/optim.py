@@ -31,7 +31,9 @@ Closure = Callable[[], torch.Tensor]
 def _adam(embed_params, net_params, lr_embed: float, lr_net: float) -> torch.optim.Adam:
     groups = [{"params": list(embed_params), "lr": lr_embed, "name": "embedding"},
               {"params": list(net_params), "lr": lr_net, "name": "net"}]
-    return torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.999), eps=1e-8)
+    # fused: one vectorised pass over every tensor (CPU and CUDA); on CPU it is several times faster than
+    # the default per-tensor loop over large embedding tables (bench/ctr_train.py), same update rule
+    return torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.999), eps=1e-8, fused=True)
 
 
 class PlainAdam:

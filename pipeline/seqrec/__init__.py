@@ -1,0 +1,1 @@
+"""The Amazon scaling branch: formats, synthetic world, ETL, item tokenizer, SASRec-style models."""

@@ -1,0 +1,1 @@
+"""The Tenrec branch: formats, synthetic world, two-tower retrieval, FAISS index, Fastformer ranker."""
