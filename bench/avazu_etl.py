@@ -39,15 +39,16 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script: `pipeline`, `bench` importable
+
+from bench import common  # noqa: E402
+from bench.common import OUT, ROOT, emit, fmt_s  # noqa: E402
+
 LAYOUTS = ROOT / "conf" / "avazu_layouts.yaml"
 APPROACHES = ("bare_pyarrow_read", "pandas_naive", "recdag_streaming")
 BATCH_ROWS = 262_144
@@ -56,24 +57,10 @@ REAL_X4_ROWS = 40_428_967          # Kaggle Avazu labelled rows = reczoo x4 trai
 TARGET_RATIO = 2.0
 FLAT_AT = 1.25                     # peak RSS ratio (largest / smallest N) below which we call it flat
 
-if str(ROOT) not in sys.path:      # run as a script: make `pipeline` importable without installing
-    sys.path.insert(0, str(ROOT))
 
 
 # ------------------------------------------------------------------------------------------------------
 # child side: one approach (or the world generation, or the output comparison) per fresh process
-
-
-def _peak_rss_mib() -> dict:
-    """Peak RSS of this process: ru_maxrss (KiB on Linux) and, where available, VmHWM from /proc."""
-    out = {"ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                out["vmhwm_mib"] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return out
 
 
 def child_generate(rows: int, seed: int, data_dir: Path) -> dict:
@@ -192,8 +179,7 @@ def child_main(args) -> None:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
         res = globals()[f"child_{args.child}"](Path(args.csv), work)
-    res.update(_peak_rss_mib())
-    print("RESULT " + json.dumps(res), flush=True)
+    emit(res)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -201,14 +187,7 @@ def child_main(args) -> None:
 
 
 def run_child(*argv: str) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *argv]
-    env = dict(os.environ, TQDM_DISABLE="1")      # no progress bars in the children
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"child {' '.join(argv)} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return common.run_child(__file__, "--child", *argv)
 
 
 def ensure_csv(rows: int, seed: int) -> dict:
@@ -232,10 +211,6 @@ def warm_cache(path: Path) -> None:
     with open(path, "rb") as f:
         while f.read(1 << 24):
             pass
-
-
-def fmt_s(s: float) -> str:
-    return f"{s:,.1f}" if s >= 10 else f"{s:.2f}"
 
 
 def report(results: dict, data: dict, rows_list: list[int], checks: dict, repeat: int) -> str:

@@ -1,4 +1,6 @@
-"""End-to-end: `dvc repro` of the Avazu data branch in a scratch git repo, on a small synthetic world."""
+"""End-to-end: `dvc repro` of the Avazu data branch and the CTR baseline in a scratch git repo, on a small
+synthetic world. The other branches (LLM-CTR, Tenrec, Amazon) have their own end-to-end tests; here the
+runs target the baseline stage so that only it and its upstream stages run."""
 
 import json
 import os
@@ -6,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,6 +17,7 @@ import pytest
 from tests.conftest import ROOT, set_params
 
 pytestmark = pytest.mark.slow
+TARGET = "avazu_train_baseline"
 
 
 def sh(cwd, *cmd):
@@ -43,7 +47,7 @@ def repo(tmp_path_factory):
 
 
 def test_repro_runs_the_branch_then_nothing(repo):
-    out = sh(repo, "dvc", "repro")
+    out = sh(repo, "dvc", "repro", TARGET)
     assert ran(out) == ["avazu_download", "avazu_normalize@x1", "avazu_normalize@x2", "avazu_normalize@x4",
                         "avazu_sample@x1", "avazu_sample@x2", "avazu_split_valid@x2", "avazu_train_baseline",
                         "avazu_vocab"]
@@ -64,25 +68,70 @@ def test_repro_runs_the_branch_then_nothing(repo):
         m = baseline["metrics"][key]
         assert 0.0 < m["auc"] < 1.0 and m["oracle_auc"] > 0.7 and "gap_to_oracle_auc" in m
     assert (repo / "models/baseline/model.pt").is_file() and (repo / "models/baseline/config.json").is_file()
-    again = sh(repo, "dvc", "repro")
+    again = sh(repo, "dvc", "repro", TARGET)
     assert ran(again) == [] and "up to date" in again
 
 
 def test_exp_run_reruns_only_the_baseline(repo):
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
-    out = sh(repo, "dvc", "exp", "run", "-S", "optim.rho=0.1")
+    out = sh(repo, "dvc", "exp", "run", "-S", "optim.rho=0.1", TARGET)
     assert ran(out) == ["avazu_train_baseline"]
-    out = sh(repo, "dvc", "exp", "run", "-S", "ctr.model=dcnv2", "-S", "optim.name=adam")
+    out = sh(repo, "dvc", "exp", "run", "-S", "ctr.model=dcnv2", "-S", "optim.name=adam", TARGET)
     assert ran(out) == ["avazu_train_baseline"]
     table = sh(repo, "dvc", "exp", "show", "--json")
     assert "0.1" in table and "dcnv2" in table and "gap_to_oracle_auc" in table
 
 
+def restore_pin(repo):
+    """Back to the committed pin: params, lock and metrics from git, outputs from the DVC cache."""
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout", "--force")
+
+
+def test_check_metrics_passes_on_the_pin_and_fails_on_drift(repo):
+    restore_pin(repo)
+    recdag = [sys.executable, "-m", "stages.cli", "check-metrics"]
+    ok = subprocess.run(recdag, cwd=repo, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "0 drifted" in ok.stdout and "every metric matches the pin" in ok.stdout
+    set_params(repo, **{"optim.rho": 0.2, "train.epochs": 1})       # a deliberately changed experiment
+    sh(repo, "dvc", "repro", TARGET)
+    bad = subprocess.run(recdag, cwd=repo, capture_output=True, text=True)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    table = bad.stdout
+    assert "| reports/avazu/baseline.json | epochs_run | 2 | 1 |" in table and "exact (count)" in table
+    assert re.search(r"\| reports/avazu/baseline.json \| metrics\.x4/test\.auc \| [0-9.]+ \| [0-9.]+ \| [-+]", table)
+    assert "drifted from the ones pinned at HEAD" in bad.stderr
+    restore_pin(repo)
+
+
+def test_queued_sweep_exp_show_and_plots(repo):
+    restore_pin(repo)
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "optim.rho=0.02,0.05,0.1", TARGET)
+    sh(repo, "dvc", "queue", "start", "-j", "1")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = sh(repo, "dvc", "queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(2)
+    assert status.count("Success") == 3, status
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
+                                      text=True, check=True).stdout)
+    rhos = {rev["data"]["params"]["params.yaml"]["data"]["optim"]["rho"]
+            for commit in shown for exp in (commit.get("experiments") or []) for rev in exp["revs"]}
+    assert {0.02, 0.05, 0.1} <= set(rhos)
+    out = sh(repo, "dvc", "plots", "show", "-o", "dvc_plots", "--json")
+    assert "baseline_curve.json" in out
+    sh(repo, "dvc", "queue", "stop")
+
+
 def test_sample_frac_reruns_only_sample_and_after(repo):
     sh(repo, "git", "checkout", "--", "params.yaml")
     set_params(repo, **{"avazu.sample.frac": 0.1})
-    out = sh(repo, "dvc", "repro")
+    out = sh(repo, "dvc", "repro", TARGET)
     assert ran(out) == ["avazu_sample@x1", "avazu_sample@x2", "avazu_train_baseline", "avazu_vocab"]
     enc = repo / "data/avazu/encoded"
     assert (enc / "x1_sample10").is_dir() and not (enc / "x1_sample20").exists()
@@ -90,7 +139,7 @@ def test_sample_frac_reruns_only_sample_and_after(repo):
 
 def test_only_x4(repo):
     set_params(repo, **{"avazu.sources": ["x4"], "avazu.split_valid.sources": [], "avazu.sample.sources": []})
-    out = sh(repo, "dvc", "repro")
+    out = sh(repo, "dvc", "repro", TARGET)
     assert "avazu_download" in ran(out) and "avazu_vocab" in ran(out)
     assert sorted(p.name for p in (repo / "data/avazu/encoded").iterdir()) == ["x4"]
     report = json.loads((repo / "reports/avazu/vocab.json").read_text())

@@ -69,3 +69,23 @@ def split_metrics(trainer, data: TensorData) -> dict:
         o = ctr_metrics(data.y.numpy(), data.oracle.numpy())
         out.update(oracle_auc=o["auc"], oracle_logloss=o["logloss"], gap_to_oracle_auc=o["auc"] - out["auc"])
     return out
+
+
+def fit_ctr(p, train: TensorData, valid: TensorData, *, vocab_sizes: list[int], ckpt_dir, tb_dir=None,
+            optim: OptimParams | None = None):
+    """Seed, build ``p.ctr``'s model and ``optim`` (default ``p.optim``)'s step rule, and train them with the
+    one loop (resuming from ``ckpt_dir`` if a killed run left a checkpoint there). Returns
+    (trainer, model, state, wall seconds)."""
+    import time
+
+    from pipeline.core.seeding import seed_everything
+    from pipeline.core.train import Trainer
+
+    seed_everything(p.seed)
+    model = build_ctr_model(p.ctr, vocab_sizes)
+    rule = step_rule_for(model, optim or p.optim)
+    trainer = Trainer(model, rule, loop_config(p.train, p.seed), embedding_params=model.embedding_parameters(),
+                      checkpoint_dir=ckpt_dir, tb_dir=tb_dir)
+    t0 = time.time()
+    state = trainer.fit(train, valid)
+    return trainer, model, state, time.time() - t0

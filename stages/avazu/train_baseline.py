@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_outputs, read_json, write_json
@@ -19,8 +18,7 @@ def train_baseline(params: str = ParamsOpt) -> None:
 
     from pipeline.core.data import TensorData
     from pipeline.core.io import md5_file
-    from pipeline.core.seeding import seed_everything
-    from pipeline.core.train import Trainer, init_distributed
+    from pipeline.core.train import init_distributed
     from pipeline.ctr import baseline as bl
     from pipeline.ctr.models import model_config
 
@@ -42,16 +40,10 @@ def train_baseline(params: str = ParamsOpt) -> None:
                                        name=f"{'+'.join(srcs)}/{split}")
 
     train, valid = tensors(a.baseline_sources, "train"), tensors(a.baseline_sources, "valid")
-    seed_everything(p.seed)
-    model = bl.build_ctr_model(p.ctr, vocab_sizes)
-    rule = bl.step_rule_for(model, p.optim)
     key = bl.run_key(p.seed, a.baseline_sources, p.ctr, p.optim, p.train, md5_file(fmap_path), world)
     ckpt_dir = MODELS / ".ckpt" / f"baseline-{key}"
-    trainer = Trainer(model, rule, bl.loop_config(p.train, p.seed), embedding_params=model.embedding_parameters(),
-                      checkpoint_dir=ckpt_dir, tb_dir=TB / "baseline")
-    t0 = time.time()
-    state = trainer.fit(train, valid)
-    wall = time.time() - t0
+    trainer, model, state, wall = bl.fit_ctr(p, train, valid, vocab_sizes=vocab_sizes, ckpt_dir=ckpt_dir,
+                                             tb_dir=TB / "baseline")
     metrics = {}
     for source, splits in datasets.items():
         for split in ("valid", "test"):

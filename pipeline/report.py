@@ -1,0 +1,303 @@
+"""The cross-branch report: every branch's metrics → ``index.html`` (self-contained), ``summary.md`` and PNGs.
+
+The report reads the metric and curve JSON files the branches write under ``reports/``; each figure is a
+function of those files and is skipped (with the reason shown on the page) when its inputs are absent,
+e.g. when a user runs only one branch. Every number shown carries its protocol and whether the data was
+synthetic, copied from the metric file it came from. Images are PNGs written beside the page and also
+embedded in it as data URIs, so the page opens offline from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+Metrics = dict[str, object]      # relative path under reports/ -> parsed JSON
+
+
+@dataclass
+class Figure:
+    name: str                    # file stem of the PNG
+    title: str
+    caption: str
+    png: bytes = b""
+    missing: str = ""            # why it was not drawn (inputs absent)
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)   # (caption, header, rows)
+
+
+def load_metrics(reports_dir: Path) -> Metrics:
+    """Every JSON file under ``reports_dir`` (recursively), keyed by its path relative to it."""
+    out: Metrics = {}
+    for p in sorted(reports_dir.rglob("*.json")):
+        if "tb" in p.relative_to(reports_dir).parts:
+            continue
+        try:
+            out[p.relative_to(reports_dir).as_posix()] = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            log.warning("report: %s is not valid JSON (%s); skipped", p, e)
+    return out
+
+
+def _fig_png(draw: Callable, size=(6.4, 3.8)) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=100)
+    try:
+        draw(fig, ax)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})     # no version stamp: stable bytes
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def provenance(m: dict) -> str:
+    """'dataset · split · protocol · synthetic|real' of a metric file, from its own fields."""
+    parts = [str(m[k]) for k in ("dataset", "split", "protocol") if m.get(k) not in (None, "")]
+    if "synthetic" in m:
+        parts.append("synthetic data" if m["synthetic"] else "real data")
+    return " · ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def training_curves(metrics: Metrics) -> Figure:
+    """Every ``*curve*.json`` list of evaluations: the monitored validation metric per evaluation."""
+    curves = {k: v for k, v in metrics.items() if "curve" in Path(k).stem and isinstance(v, list) and v}
+    f = Figure("training_curves", "Training curves",
+               "Validation metric per evaluation of every training stage (the loop's monitor; "
+               "validation split of each stage's own data).")
+    if not curves:
+        f.missing = "no *curve*.json files under reports/"
+        return f
+
+    def draw(fig, ax):
+        for name, rows in curves.items():
+            key = next((k for k in ("valid_auc", "monitor") if k in rows[0]),
+                       next((k for k in rows[0] if k.startswith("valid_")), None))
+            if key is None:
+                continue
+            x = [r.get("step", i) for i, r in enumerate(rows)]
+            ax.plot(x, [r[key] for r in rows], marker="o", ms=3, label=f"{name} ({key})")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation metric")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+
+    f.png = _fig_png(draw, size=(7.5, 4.2))
+    return f
+
+
+def _bar(labels, values, oracle=None, ylabel="", title_ax="", lo=None):
+    def draw(fig, ax):
+        bars = ax.bar(labels, values, color="#4c72b0")
+        for b, v in zip(bars, values):
+            ax.annotate(f"{v:.4f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+        if oracle is not None:
+            ax.axhline(oracle, color="#c44e52", ls="--", label=f"oracle {oracle:.4f}")
+            ax.legend(fontsize=8)
+        vals = list(values) + ([oracle] if oracle is not None else [])
+        bottom = lo if lo is not None else max(0.0, min(vals) - 0.05)
+        ax.set_ylim(bottom, max(vals) + 0.02)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title_ax, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    return draw
+
+
+def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
+    f = Figure("avazu_llm_vs_baseline", "Avazu x4 test: baseline vs LLM-CTR phase 1 / phase 2",
+               "AUC on x4 test of the baseline and the two LLM-CTR phases, with the oracle (true click "
+               "probabilities of the synthetic world) as the dashed line.")
+    ev = metrics.get("avazu/evaluation.json")
+    if not isinstance(ev, dict):
+        f.missing = "reports/avazu/evaluation.json is absent (run the LLM-CTR stages)"
+        return f
+    rows = _evaluation_rows(ev, "x4/test")
+    if not rows:
+        f.missing = "evaluation.json has no x4/test figures"
+        return f
+    oracle = next((r["oracle_auc"] for r in rows if r.get("oracle_auc") is not None), None)
+    f.caption += f" [{provenance(ev)}]"
+    f.png = _fig_png(_bar([r["model"] for r in rows], [r["auc"] for r in rows], oracle, "AUC", "x4 test"))
+    return f
+
+
+def _evaluation_rows(ev: dict, split: str) -> list[dict]:
+    """Model rows of evaluation.json for one split, tolerant of its two plausible layouts."""
+    out = []
+    models = ev.get("models") or ev.get("metrics") or {}
+    if isinstance(models, dict):
+        for model, per_split in models.items():
+            m = per_split.get(split) if isinstance(per_split, dict) else None
+            if isinstance(m, dict) and "auc" in m:
+                out.append(dict(m, model=model))
+    return out
+
+
+def avazu_optimizers(metrics: Metrics) -> Figure:
+    f = Figure("avazu_optimizers", "Avazu: Adam vs SAM vs Helen",
+               "x4 test AUC of the same CTR model and training config under each optimizer, oracle dashed.")
+    opt = metrics.get("avazu/optimizers.json")
+    if not isinstance(opt, dict) or not opt.get("optimizers"):
+        f.missing = "reports/avazu/optimizers.json is absent (run avazu_compare_optimizers)"
+        return f
+    rows = opt["optimizers"]
+    names = list(rows)
+    oracle = next((r.get("oracle_auc") for r in rows.values() if r.get("oracle_auc") is not None), None)
+    f.caption += f" [{provenance(opt)}]"
+    f.png = _fig_png(_bar(names, [rows[n]["auc"] for n in names], oracle, "AUC", f"{opt.get('model', '')} x4 test"))
+    return f
+
+
+FIGURES: list[tuple[str, Callable[[Metrics], Figure]]] = [
+    ("All branches", training_curves),
+    ("Avazu / LLM-CTR", avazu_llm_vs_baseline),
+    ("Avazu / LLM-CTR", avazu_optimizers),
+]
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _flat(d, prefix="") -> dict:
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(_flat(v, f"{prefix}{k}."))
+            elif isinstance(v, (int, float, str, bool)):
+                out[f"{prefix}{k}"] = v
+    return out
+
+
+def metric_tables(metrics: Metrics) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One table per metric file (not curves): its numeric leaves, with the file's provenance as caption."""
+    tables = []
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or "curve" in Path(name).stem:
+            continue
+        flat = {k: v for k, v in _flat(m).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not flat:
+            continue
+        rows = [[k, _fmt(v)] for k, v in flat.items()][:400]
+        tables.append((f"reports/{name} — {provenance(m) or 'no provenance fields'}", ["key", "value"], rows))
+    return tables
+
+
+# ------------------------------------------------------------------------------------------------ render
+
+
+def build(metrics: Metrics, figures=None) -> list[Section]:
+    sections: dict[str, Section] = {}
+    for title, fn in figures or FIGURES:
+        try:
+            fig = fn(metrics)
+        except (KeyError, TypeError, ValueError) as e:     # a malformed input file: say so, draw the rest
+            fig = Figure(fn.__name__, fn.__name__, "", missing=f"inputs malformed: {e!r}")
+        sections.setdefault(title, Section(title)).figures.append(fig)
+    sec = Section("Every metric file")
+    sec.tables = metric_tables(metrics)
+    sections[sec.title] = sec
+    return list(sections.values())
+
+
+def render_html(sections: list[Section], synthetic_any: bool) -> str:
+    h = ["<!doctype html><html><head><meta charset='utf-8'><title>recdag report</title>",
+         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;"
+         "padding:2px 6px;text-align:left}figure{margin:1em 0}figcaption{font-size:13px;color:#555}"
+         ".missing{color:#a00;font-style:italic}details{margin:0.3em 0}</style></head><body>",
+         "<h1>recdag report</h1>"]
+    if synthetic_any:
+        h.append("<p><b>Some figures below come from the embedded synthetic worlds</b> (each figure and table "
+                 "says which); on synthetic data the oracle (the generator's true probabilities) is shown "
+                 "beside the model.</p>")
+    for s in sections:
+        h.append(f"<h2>{html.escape(s.title)}</h2>")
+        for f in s.figures:
+            h.append(f"<h3>{html.escape(f.title)}</h3>")
+            if f.missing:
+                h.append(f"<p class='missing'>not drawn: {html.escape(f.missing)}</p>")
+                continue
+            data = base64.b64encode(f.png).decode()
+            h.append(f"<figure><img alt='{html.escape(f.title)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
+        for caption, header, rows in s.tables:
+            h.append(f"<details><summary>{html.escape(caption)}</summary><table><tr>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>")
+            h.extend("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            h.append("</table></details>")
+    h.append("</body></html>")
+    return "\n".join(h)
+
+
+def render_markdown(sections: list[Section], plots_rel: str, headline: list[str]) -> str:
+    md = ["# recdag report", "", "Generated by the `report` stage from every branch's metrics "
+          "(`reports/index.html` is the same with every table).", ""]
+    md.extend(headline)
+    for s in sections:
+        if s.title == "Every metric file":
+            continue
+        md += [f"## {s.title}", ""]
+        for f in s.figures:
+            if f.missing:
+                md += [f"- *{f.title}*: not drawn ({f.missing})", ""]
+            else:
+                md += [f"![{f.title}]({plots_rel}/{f.name}.png)", "", f"*{f.caption}*", ""]
+    return "\n".join(md)
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(_fmt(c) for c in cells) + " |"
+
+
+def headline(metrics: Metrics) -> list[str]:
+    """The few numbers a reader wants first, each with its protocol and data kind."""
+    md = ["## Headline", ""]
+    b = metrics.get("avazu/baseline.json")
+    if isinstance(b, dict):
+        md += [f"**Avazu CTR baseline** ({b.get('model')}, {b.get('optimizer')}; {provenance(b)})", "",
+               "| split | AUC | logloss | oracle AUC | oracle logloss |", "|---|---|---|---|---|"]
+        for split, m in b.get("metrics", {}).items():
+            md.append(_row(split, m.get("auc"), m.get("logloss"), m.get("oracle_auc"), m.get("oracle_logloss")))
+        md.append("")
+    o = metrics.get("avazu/optimizers.json")
+    if isinstance(o, dict):
+        md += [f"**Adam vs SAM vs Helen** ({o.get('model')}, {o.get('headline_split')}; {provenance(o)})", "",
+               "| optimizer | AUC | logloss | oracle AUC | best epoch | wall s |", "|---|---|---|---|---|---|"]
+        for n, m in o.get("optimizers", {}).items():
+            md.append(_row(n, m.get("auc"), m.get("logloss"), m.get("oracle_auc"), m.get("best_epoch"),
+                           m.get("wall_seconds")))
+        md.append("")
+    return md
