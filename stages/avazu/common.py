@@ -21,6 +21,9 @@ ENCODED = DATA / "encoded"
 REPORTS = Path("reports/avazu")
 MODELS = Path("models")
 TB = Path("reports/tb")
+BASELINE_DIR = MODELS / "baseline"                         # avazu_train_baseline: model.pt + config.json
+LLM_DIR = MODELS / "llm"                                   # llm_init: the HF-format LLM + tokenizer
+LLM_PHASE_DIRS = {1: MODELS / "llm_phase1", 2: MODELS / "llm_phase2"}   # trainable parts only
 
 ParamsOpt = typer.Option("params.yaml", "--params", help="params file")
 

@@ -1,0 +1,284 @@
+"""Benchmark of the Amazon branch's models.
+
+1. **One pass vs per-negative loop**: the sampled InfoNCE loss (+ backward) of the text-feature model with
+   all items embedded in one batched encoder call, against the same loss with every negative embedded by
+   its own call (``SeqRecTask.sampled_loss_loop``); same numbers (asserted), time per step.
+2. **Our id-based SASRec vs RecBole 1.2.1's SASRec** on a Beauty-sized dataset in RecBole atomic format
+   (synthetic by default: ~22k users, ~12k items, ~200k interactions like real Beauty 5-core; or
+   ``--recbole-data DIR`` pointing at a folder ``DIR/<name>/<name>.inter``). Same hyperparameters: 2 layers,
+   2 heads, hidden 64, inner 256, dropout 0.5, max length 50, CE loss, Adam lr 1e-3, batch 256, full ranking
+   leave-one-out. Ours trains every position of a sequence in one causal pass; RecBole builds one sample per
+   prefix. RecBole runs in a throw-away venv ``bench/out/recbole-venv`` (``recbole==1.2.1 --no-deps`` plus
+   what it imports; its pins conflict with current packages). Reported: seconds per training epoch, test
+   NDCG@10 / HR@10 after ``--epochs`` epochs. Target: NDCG@10 >= RecBole's at <= 0.5x its epoch time.
+
+    python bench/seqrec.py                         # both sections
+    python bench/seqrec.py --sections onepass      # section 1 only (seconds)
+    python bench/seqrec.py --epochs 1 --users 3000 # quick smoke of section 2
+
+Not a test: pytest does not collect it. Output: printed table + bench/out/seqrec.md (+ seqrec.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+from bench.common import OUT, ROOT, emit  # noqa: E402
+
+RECBOLE_VENV = OUT / "recbole-venv"
+HP = dict(layers=2, heads=2, dim=64, ffn_mult=4, dropout=0.5, max_len=50, lr=1e-3, batch=256)
+
+
+# ------------------------------------------------------------------------------------------------ children
+
+
+def child_onepass(negatives: int, batch: int, steps: int) -> dict:
+    import numpy as np
+    import torch
+
+    from pipeline.seqrec.model import build_model
+    from pipeline.seqrec.train import SeqRecTask
+
+    torch.manual_seed(0)
+    n_items, vocab = 20000, 30000
+    title = torch.randint(2, vocab, (n_items + 1, 40))
+    title[:, 12:] = 0
+    brand = torch.randint(2, vocab, (n_items + 1, 8))
+    brand[:, 2:] = 0
+    m = build_model("text", vocab_size=vocab, title_tokens=title, brand_tokens=brand, dim=64, layers=2, heads=2,
+                    ffn_mult=4, max_len=50, dropout=0.0)
+    task = SeqRecTask(loss="sampled", num_items=n_items, num_negatives=negatives,
+                      popularity=np.arange(n_items + 1, dtype=float), logq=True)
+    x = torch.randint(1, n_items + 1, (batch, 51))
+    out = {}
+    for name, fn in (("one_pass", task.sampled_loss), ("loop", task.sampled_loss_loop)):
+        times, losses = [], []
+        for s in range(steps + 1):
+            torch.manual_seed(s)
+            neg = task.draw_negatives()
+            t0 = time.perf_counter()
+            inp, tgt, mask = task.positions(x)
+            loss = fn(m, m(inp)[mask], tgt[mask], neg)
+            loss.backward()
+            m.zero_grad()
+            if s:
+                times.append(time.perf_counter() - t0)
+            losses.append(float(loss))
+        out[name] = {"step_s": float(np.mean(times)), "losses": losses}
+    assert np.allclose(out["one_pass"]["losses"], out["loop"]["losses"], rtol=1e-4), "one pass != loop"
+    return {"negatives": negatives, "batch": batch, "one_pass_s": out["one_pass"]["step_s"],
+            "loop_s": out["loop"]["step_s"], "speedup": out["loop"]["step_s"] / out["one_pass"]["step_s"]}
+
+
+def make_dataset(root: Path, users: int, seed: int) -> Path:
+    """A Beauty-sized synthetic set in RecBole atomic format (our ETL's writer), cached."""
+    from pipeline.seqrec import etl
+    from pipeline.seqrec.params import AmazonSynthetic
+    from pipeline.seqrec.synthetic import World
+
+    d = root / f"beauty-syn-{users}"
+    if (d / f"{d.name}.inter").is_file():
+        return d
+    raw = root / f"raw-{users}"
+    if raw.exists():
+        import shutil
+        shutil.rmtree(raw)
+    raw.mkdir(parents=True)
+    cfg = AmazonSynthetic(pool_users=10, beauty_users=users, sports_users=10, items_per_cluster=1500,
+                          clusters_per_category=8, mean_length=8.9, stay=0.6, concentration=0.3, missing_meta=0.0,
+                          short_users=0.0)
+    World(cfg, seed).write(raw)
+    seqs = etl.read_finetune("reviews", raw / "finetune" / "beauty.json", "beauty")
+    etl.write_finetune(seqs, None, d, d.name, 5)
+    return d
+
+
+def child_ours(data: Path, epochs: int) -> dict:
+    import numpy as np
+    import torch
+
+    from pipeline.core.train import LoopConfig, Trainer
+    from pipeline.seqrec.run import load_recbole_dataset
+    from pipeline.seqrec.model import build_model
+    from pipeline.seqrec.train import SeqRecTask, eval_split, pack_sequences
+    import torch.optim
+
+    torch.manual_seed(0)
+    ds = load_recbole_dataset(data)
+    m = build_model("id", num_items=ds.num_items, dim=HP["dim"], layers=HP["layers"], heads=HP["heads"],
+                    ffn_mult=HP["ffn_mult"], max_len=HP["max_len"], dropout=HP["dropout"])
+    train = pack_sequences([s[:-2] for s in ds.seqs], HP["max_len"])
+    task = SeqRecTask(loss="ce", num_items=ds.num_items, mask_history=False, monitor="ndcg@10")
+    valid, test = (eval_split(ds.seqs, s, HP["max_len"]) for s in ("valid", "test"))
+
+    class Plain:                                   # RecBole's recipe: constant-lr Adam, no clipping
+        def __init__(self):
+            self.optimizer = torch.optim.Adam(m.parameters(), lr=HP["lr"])
+
+        def step(self, x, closure):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = closure()
+            self.optimizer.step()
+            return loss
+
+        def state_dict(self):
+            return self.optimizer.state_dict()
+
+        def load_state_dict(self, s):
+            self.optimizer.load_state_dict(s)
+
+    epoch_s = []
+    import tempfile
+    for e in range(epochs):
+        with tempfile.TemporaryDirectory() as ck:
+            tr = Trainer(m, Plain(), LoopConfig(epochs=1, batch_size=HP["batch"], lr_decay=1.0, patience=99,
+                                                seed=e), embedding_params=[], checkpoint_dir=Path(ck), task=task)
+            tr.evaluate = lambda data: {"ndcg@10": 0.0}        # time training only (evaluated below)
+            t0 = time.perf_counter()
+            tr.fit(train, valid, resume=False)
+            epoch_s.append(time.perf_counter() - t0)
+    t = task.evaluate_model(m, test)
+    return {"impl": "ours", "epoch_s": float(np.mean(epoch_s)), "test_ndcg@10": t["ndcg@10"], "test_hr@10": t["hr@10"],
+            "users": len(ds.users), "items": ds.num_items, "interactions": ds.interactions, "train_rows": len(train)}
+
+
+RECBOLE_SCRIPT = r'''
+import json, sys, time
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.model.sequential_recommender import SASRec
+from recbole.trainer import Trainer
+from recbole.utils import init_seed
+data_path, name, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cfg = {"data_path": data_path, "dataset": name, "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id",
+       "TIME_FIELD": "timestamp", "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+       "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256, "hidden_dropout_prob": 0.5,
+       "attn_dropout_prob": 0.5, "hidden_act": "gelu", "layer_norm_eps": 1e-12, "initializer_range": 0.02,
+       "MAX_ITEM_LIST_LENGTH": 50, "loss_type": "CE", "train_neg_sample_args": None, "learning_rate": 1e-3,
+       "train_batch_size": 256, "eval_batch_size": 256, "epochs": epochs, "eval_step": 0, "stopping_step": 99,
+       "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+       "metrics": ["NDCG", "Hit"], "topk": [10], "valid_metric": "NDCG@10", "device": "cpu", "use_gpu": False,
+       "show_progress": False, "seed": 2020, "reproducibility": True, "checkpoint_dir": sys.argv[4]}
+config = Config(model=SASRec, config_dict=cfg)
+init_seed(config["seed"], config["reproducibility"])
+dataset = create_dataset(config)
+train, valid, test = data_preparation(config, dataset)
+model = SASRec(config, train.dataset).to(config["device"])
+trainer = Trainer(config, model)
+times = []
+for e in range(epochs):
+    t0 = time.perf_counter()
+    trainer._train_epoch(train, e, show_progress=False)
+    times.append(time.perf_counter() - t0)
+res = trainer.evaluate(test, load_best_model=False, show_progress=False)
+print("RESULT " + json.dumps({"impl": "recbole-1.2.1", "epoch_s": sum(times) / len(times),
+      "test_ndcg@10": float(res["ndcg@10"]), "test_hr@10": float(res["hit@10"]), "train_rows": len(train.dataset)}))
+'''
+
+
+def recbole_venv() -> tuple[str | None, str]:
+    """Create the throw-away venv; returns (python, log). recbole 1.2.1 pins old numpy/scipy/torch ranges:
+    install it --no-deps into a venv that reuses this one's torch (system site packages) + its imports."""
+    py = RECBOLE_VENV / "bin" / "python"
+    if py.is_file():
+        return str(py), "cached"
+    log = []
+    r = subprocess.run([sys.executable, "-m", "venv", str(RECBOLE_VENV)], capture_output=True, text=True)
+    if r.returncode:
+        return None, r.stderr[-400:]
+    import site
+    import sysconfig
+    # reuse this venv's torch/numpy/scipy/sklearn/pandas: a .pth pointing at its site-packages
+    # (--system-site-packages would expose the base interpreter's, not this venv's)
+    target = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                          text=True).strip())
+    (target / "recdag_parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    del site
+    for cmd in (
+                [str(py), "-m", "pip", "install", "-q", "--no-deps", "recbole==1.2.1"],
+                [str(py), "-m", "pip", "install", "-q", "colorlog", "colorama", "texttable", "tensorboard",
+                 "thop", "tabulate", "plotly", "psutil", "ray[tune]<2.10"]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        log.append(f"$ {' '.join(cmd[-3:])}: exit {r.returncode} {r.stderr[-400:]}")
+        if r.returncode != 0 and "ray" not in cmd[-1]:
+            return None, "\n".join(log)
+    return str(py), "\n".join(log)
+
+
+def child_recbole(data: Path, epochs: int) -> dict:
+    py, log = recbole_venv()
+    if py is None:
+        return {"impl": "recbole-1.2.1", "error": "install failed", "log": log}
+    script = OUT / "recbole_sasrec.py"
+    script.write_text(RECBOLE_SCRIPT)
+    r = subprocess.run([py, str(script), str(data.parent), data.name, str(epochs), str(OUT / "recbole-ckpt")],
+                       capture_output=True, text=True)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    if r.returncode or not lines:
+        return {"impl": "recbole-1.2.1", "error": f"exit {r.returncode}", "log": (r.stderr or r.stdout)[-1500:]}
+    return json.loads(lines[-1][7:])
+
+
+# ------------------------------------------------------------------------------------------------ parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child")
+    ap.add_argument("--sections", nargs="+", default=["onepass", "recbole"])
+    ap.add_argument("--negatives", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--users", type=int, default=22363)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--recbole-data", default="")
+    ap.add_argument("--arg", nargs="*", default=[])
+    a = ap.parse_args()
+    if a.child == "onepass":
+        emit(child_onepass(int(a.arg[0]), int(a.arg[1]), int(a.arg[2])))
+        return
+    if a.child in ("ours", "recbole"):
+        fn = child_ours if a.child == "ours" else child_recbole
+        emit(fn(Path(a.arg[0]), int(a.arg[1])))
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    results, md = {}, ["# bench/seqrec.py", ""]
+    if "onepass" in a.sections:
+        rows = [common.run_child(__file__, "--child", "onepass", "--arg", str(k), "64", str(a.steps))
+                for k in a.negatives]
+        results["onepass"] = rows
+        md += ["## One batched pass vs per-negative loop (text model, batch 64 x 50 positions, 2x64)", "",
+               "| negatives | one pass s/step | loop s/step | speed-up |", "|---|---|---|---|"]
+        md += [f"| {r['negatives']} | {r['one_pass_s']:.3f} | {r['loop_s']:.3f} | {r['speedup']:.1f}x |" for r in rows]
+        md.append("")
+    if "recbole" in a.sections:
+        data = Path(a.recbole_data) if a.recbole_data else make_dataset(OUT / "seqrec_data", a.users, 2024)
+        rows = [common.run_child(__file__, "--child", "ours", "--arg", str(data), str(a.epochs))]
+        rows.append(common.run_child(__file__, "--child", "recbole", "--arg", str(data), str(a.epochs)))
+        results["recbole"] = rows
+        md += [f"## SASRec (2 layers, 2 heads, hidden 64, inner 256, dropout 0.5, len 50, CE) on {data.name}", "",
+               "| implementation | s / epoch | test NDCG@10 | test HR@10 | training samples | peak RSS MiB |",
+               "|---|---|---|---|---|---|"]
+        for r in rows:
+            if "error" in r:
+                md.append(f"| {r['impl']} | failed: {r['error']} | | | | |")
+                md += ["", "```", r.get("log", ""), "```"]
+            else:
+                md.append(f"| {r['impl']} | {r['epoch_s']:.1f} | {r['test_ndcg@10']:.4f} | {r['test_hr@10']:.4f} | "
+                          f"{r['train_rows']:,} | {r.get('ru_maxrss_mib', 0):.0f} |")
+        md.append("")
+    text = "\n".join(md)
+    print(text)
+    (OUT / "seqrec.md").write_text(text + "\n")
+    (OUT / "seqrec.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""LLM-CTR: a frozen causal LLM reads one projected soft token per field and answers "0" or "1".
+
+::
+
+    ids [B, F] ─► baseline FeatureEmbedding (frozen) ─► E [B, F, D]
+               ─► baseline FieldGate encoder (frozen in phase 1, trained in phase 2) ─► E' [B, F, D]
+               ─► FieldProjector, one MLP per field: Linear(D, P) → GELU → Linear(P, H) → LayerNorm(H)
+               ─► soft tokens S [B, F, H]            (H = the LLM's hidden size, read from its config)
+    inputs_embeds = [ prompt token embeddings [P_t, H] ; S ]  ─► frozen causal LLM (sdpa, logits_to_keep=1)
+               ─► logits of the last position at the two answer tokens (l_no, l_yes), e.g. "0" / "1"
+               ─► p(click) = softmax(l_no, l_yes)[1] = σ(l_yes − l_no)
+
+The module returns ``d = l_yes − l_no`` as its logit, so the shared loop's BCE-with-logits on it *is* the
+2-way softmax cross-entropy over the two answer logits (σ(d) = e^{l_yes} / (e^{l_no} + e^{l_yes}));
+``tests/test_llm_model.py`` checks the identity numerically.
+
+**Prompt cache.** The LLM is frozen and the prompt fixed, so the prompt's keys/values are the same for every
+row: :class:`LlmCtr` runs the prompt once (no grad), keeps its per-layer KV tensors and its token
+embeddings, and for each batch builds a *fresh* ``DynamicCache`` from them, expanded to the batch size. The
+cache's first update concatenates onto these tensors, which copies them, and the cache object itself is
+thrown away after the call, so the model's in-place cache growth cannot leak from one step into the next or
+into the stored prompt state (tested). Only the F soft tokens then run through the LLM (queries F, keys
+P_t + F) instead of P_t + F tokens. With ``prompt_cache=False`` the prompt's token embeddings are
+concatenated in front of the soft tokens and the whole sequence runs every time: same logits (fp32,
+tested to 1e-5), slower.
+
+**What is saved.** Only the trainable parts are registered as sub-modules: the projector, and the encoder
+when it is trained (phase 2). The frozen baseline embedding, the frozen encoder of phase 1 and the LLM are
+held outside the module tree (:class:`_Frozen`), so ``state_dict()`` — hence every checkpoint of the shared
+loop and the stage outputs — holds the trainable parameters only, never the LLM. The model is built on its
+device and dtype once; the frozen parts stay in eval mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.core.data import TensorData
+from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.train import CtrTask
+from pipeline.ctr.llm_init import LlmBundle, load_bundle  # noqa: F401 - re-exported
+from pipeline.ctr.models import CTRModel, FeatureEmbedding, FieldGate, build_model
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ projector
+
+
+class FieldProjector(nn.Module):
+    """One MLP per field, batched: ``[B, F, D] -> [B, F, H]``.
+
+    Field f: ``LayerNorm_f(W2_f · GELU(W1_f · e_f + b1_f) + b2_f)`` with W1_f: D→P, W2_f: P→H and a LayerNorm
+    over H with its own gain/bias per field. Linear weights are Xavier-normal, biases zero. The LayerNorm
+    gain starts at ``out_scale`` — the RMS of the LLM's input token embeddings — so soft tokens enter the
+    LLM at the scale of real tokens (a unit-RMS soft token next to 0.02-RMS word embeddings would swamp the
+    prompt in the first attention layer).
+    """
+
+    def __init__(self, num_fields: int, in_dim: int, hidden: int, out_dim: int, out_scale: float = 1.0):
+        super().__init__()
+        self.num_fields, self.in_dim, self.hidden, self.out_dim = num_fields, in_dim, hidden, out_dim
+        self.w1 = nn.Parameter(torch.empty(num_fields, in_dim, hidden))
+        self.b1 = nn.Parameter(torch.zeros(num_fields, hidden))
+        self.w2 = nn.Parameter(torch.empty(num_fields, hidden, out_dim))
+        self.b2 = nn.Parameter(torch.zeros(num_fields, out_dim))
+        self.ln_weight = nn.Parameter(torch.full((num_fields, out_dim), float(out_scale)))
+        self.ln_bias = nn.Parameter(torch.zeros(num_fields, out_dim))
+        for w in (self.w1, self.w2):
+            fan_in, fan_out = w.shape[1], w.shape[2]
+            nn.init.normal_(w, 0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(torch.einsum("bfd,fdp->bfp", e, self.w1) + self.b1)
+        h = torch.einsum("bfp,fph->bfh", h, self.w2) + self.b2
+        return F.layer_norm(h, (self.out_dim,)) * self.ln_weight + self.ln_bias
+
+    def extra_repr(self) -> str:
+        return f"fields={self.num_fields}, {self.in_dim} -> {self.hidden} -> {self.out_dim}"
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+class _Frozen:
+    """Plain holder (not an nn.Module) for the parts that must not be registered: they are never in
+    ``state_dict()``/``parameters()`` of the owning module."""
+
+    def __init__(self, **parts):
+        self.__dict__.update(parts)
+
+
+class LlmCtr(nn.Module):
+    """Baseline embeddings → encoder → projector → [prompt ; soft tokens] → frozen LLM → l_yes − l_no.
+
+    ``train_encoder`` decides whether the encoder is a registered, trainable sub-module (phase 2) or a
+    frozen part (phase 1). ``prompt_cache`` switches the KV-cache reuse (same logits either way).
+    """
+
+    def __init__(self, embedding: FeatureEmbedding, encoder: FieldGate, projector: FieldProjector, llm,
+                 prompt_ids: list[int], answer_ids: list[int], *, train_encoder: bool, prompt_cache: bool):
+        super().__init__()
+        params = list(llm.parameters())
+        self.device, self.llm_dtype = params[0].device, params[0].dtype
+        for p in (*params, *embedding.parameters()):
+            p.requires_grad_(False)
+        embedding.to(self.device).eval()
+        encoder.to(self.device)
+        self.projector = projector.to(self.device)
+        self.train_encoder = bool(train_encoder)
+        if self.train_encoder:
+            self.encoder = encoder
+        else:
+            for p in encoder.parameters():
+                p.requires_grad_(False)
+            encoder.eval()
+        self.frozen = _Frozen(embedding=embedding, encoder=None if train_encoder else encoder, llm=llm.eval())
+        self.prompt_cache = bool(prompt_cache)
+        self.register_buffer("prompt_ids", torch.tensor(prompt_ids, dtype=torch.long, device=self.device),
+                             persistent=False)
+        self.register_buffer("answer_ids", torch.tensor(answer_ids, dtype=torch.long, device=self.device),
+                             persistent=False)
+        self._prompt_state: tuple | None = None
+
+    # -- parts ----------------------------------------------------------------------------------------
+    @property
+    def llm(self):
+        return self.frozen.llm
+
+    @property
+    def embedding(self) -> FeatureEmbedding:
+        return self.frozen.embedding
+
+    @property
+    def field_encoder(self) -> FieldGate:
+        return self.encoder if self.train_encoder else self.frozen.encoder
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return int(self.prompt_ids.numel())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- prompt state ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prompt_state(self):
+        """(token embeddings [1, P, H], per-layer (K, V) [1, kv_heads, P, head_dim]) of the prompt, computed
+        once. The tensors are never handed to the LLM's cache directly (see :meth:`_fresh_cache`)."""
+        if self._prompt_state is None:
+            emb = self.llm.get_input_embeddings()(self.prompt_ids[None])
+            kv = None
+            if self.num_prompt_tokens:
+                out = self.llm(input_ids=self.prompt_ids[None], use_cache=True, logits_to_keep=1)
+                kv = [(layer.keys.detach().clone(), layer.values.detach().clone())
+                      for layer in out.past_key_values.layers]
+            self._prompt_state = (emb, kv)
+        return self._prompt_state
+
+    def _fresh_cache(self, batch: int):
+        """A new DynamicCache holding the prompt's KV expanded to ``batch`` rows; building it concatenates
+        (copies) them, so nothing the LLM does to the cache reaches the stored prompt state."""
+        from transformers import DynamicCache
+
+        _, kv = self.prompt_state()
+        return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                                            for k, v in kv], config=self.llm.config)
+
+    # -- forward --------------------------------------------------------------------------------------
+    def soft_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, torch.long, non_blocking=True)
+        with torch.no_grad():
+            e = self.embedding(x)
+        enc = self.field_encoder
+        if self.train_encoder:
+            e = enc(e)
+        else:
+            with torch.no_grad():
+                e = enc(e)
+        return self.projector(e).to(self.llm_dtype)
+
+    def answer_logits(self, x: torch.Tensor, *, use_cache: bool | None = None) -> torch.Tensor:
+        """The two answer logits ``[B, 2]`` (no-click, click) at the last position, fp32."""
+        use_cache = self.prompt_cache if use_cache is None else use_cache
+        soft = self.soft_tokens(x)
+        b = soft.shape[0]
+        if use_cache and self.num_prompt_tokens:
+            out = self.llm(inputs_embeds=soft, past_key_values=self._fresh_cache(b), use_cache=True,
+                           logits_to_keep=1)
+        else:
+            emb, _ = self.prompt_state()
+            seq = torch.cat([emb.expand(b, -1, -1), soft], dim=1) if self.num_prompt_tokens else soft
+            out = self.llm(inputs_embeds=seq, use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1].index_select(-1, self.answer_ids).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``l_yes − l_no`` [B]: BCE-with-logits on it equals the 2-way softmax cross-entropy."""
+        two = self.answer_logits(x)
+        return two[:, 1] - two[:, 0]
+
+    def extra_repr(self) -> str:
+        return (f"prompt_tokens={self.num_prompt_tokens}, answer_ids={self.answer_ids.tolist()}, "
+                f"train_encoder={self.train_encoder}, prompt_cache={self.prompt_cache}, "
+                f"llm={type(self.llm).__name__}({self.llm_dtype})")
+
+
+class LlmCtrTask(CtrTask):
+    """The shared loop's CTR task with labels moved to the model's device (the LLM may sit on CUDA while
+    the loop's batches are CPU tensors) and predictions brought back to the CPU for AUC/logloss."""
+
+    def loss(self, model, x, y):
+        d = model(x)
+        return F.binary_cross_entropy_with_logits(d, y.to(d.device, d.dtype))
+
+    def evaluate(self, trainer, data: TensorData) -> dict:
+        from pipeline.core.train import ctr_metrics
+
+        m = ctr_metrics(data.y.numpy(), predict(trainer.raw_model, data, trainer.cfg.eval_batch_size))
+        m["auc_minus_logloss"] = m["auc"] - m["logloss"]
+        return m
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TensorData, batch_size: int):
+    """Click probabilities (numpy, fp32) of every row of ``data`` in order, in eval mode; batches go to the
+    model's device and the probabilities come back to the CPU."""
+    import numpy as np
+
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    out = np.empty(len(data), dtype=np.float32)
+    try:
+        for i in range(0, len(data), batch_size):
+            xb = data.x[i:i + batch_size].to(device, non_blocking=True)
+            out[i:i + len(xb)] = torch.sigmoid(model(xb).float()).cpu().numpy()
+    finally:
+        model.train(was)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ baseline
+
+
+@dataclass
+class Baseline:
+    model: CTRModel
+    config: dict
+
+    @property
+    def embedding(self) -> FeatureEmbedding:
+        return self.model.embedding
+
+    @property
+    def encoder(self) -> FieldGate:
+        return self.model.encoder
+
+
+def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) -> Baseline:
+    """The baseline CTR model written by avazu_train_baseline (``model.pt`` state_dict + ``config.json``),
+    checked against the feature map: same fields in the same order, same vocabulary sizes, a DeepFM with the
+    field-gated encoder. Any mismatch is a DataError naming the file."""
+    from pipeline.core.io import read_json
+
+    model_dir = Path(model_dir)
+    cfg_file, weights = model_dir / "config.json", model_dir / "model.pt"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise DataError(f, "baseline file missing", expected="the output of avazu_train_baseline")
+    meta = read_json(cfg_file)
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise DataError(cfg_file, "no 'model' entry", field="model", expected="the baseline's constructor config")
+    cfg = dict(meta["model"])
+    if list(meta.get("features", features)) != list(features):
+        raise DataError(cfg_file, f"the baseline's fields {meta.get('features')} differ from the feature map's",
+                        field="features", expected=f"{features}")
+    sizes = [int(v) for v in cfg.get("vocab_sizes", [])]
+    if sizes != list(vocab_sizes):
+        bad = [(f, a, b) for f, a, b in zip(features, sizes, vocab_sizes) if a != b]
+        what = (f"{len(sizes)} fields vs {len(vocab_sizes)}" if len(sizes) != len(vocab_sizes)
+                else ", ".join(f"{f}: {a} vs {b}" for f, a, b in bad[:3]))
+        raise DataError(cfg_file, f"the baseline checkpoint does not match the vocabulary ({what}; baseline vs "
+                        "feature_map.json)", field="vocab_sizes",
+                        expected="a baseline trained on this vocabulary: re-run avazu_train_baseline")
+    if cfg.get("name") != "deepfm" or cfg.get("encoder") != "gated":
+        raise ConfigError(f"ctr.model / ctr.encoder: LLM-CTR reuses the baseline's field-gated encoder, but "
+                          f"{cfg_file} is {cfg.get('name')!r} with encoder {cfg.get('encoder', 'none')!r} "
+                          "(set ctr.model: deepfm, ctr.encoder: gated)")
+    name = cfg.pop("name")
+    cfg.pop("vocab_sizes")
+    try:
+        model = build_model(name, sizes, **cfg)
+        state = torch.load(weights, weights_only=True, map_location="cpu")
+        model.load_state_dict(state)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise DataError(weights, f"cannot rebuild the baseline from it: {str(e).splitlines()[0]}") from None
+    model.eval()
+    return Baseline(model, meta["model"])
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def build_llm_ctr(baseline: Baseline, bundle: LlmBundle, *, projector_hidden: int, train_encoder: bool,
+                  prompt_cache: bool, projector_state: dict | None = None, encoder_state: dict | None = None,
+                  seed: int = 0) -> LlmCtr:
+    """Assemble the model from a loaded baseline and LLM. The projector starts from ``projector_state`` when
+    given (phase 2 from phase 1, evaluation), else from a seeded init; the encoder from ``encoder_state``
+    when given, else from the baseline."""
+    import copy
+
+    emb = baseline.embedding                         # frozen and never written: shared between models
+    enc = copy.deepcopy(baseline.encoder)           # trained in phase 2: each model gets its own copy
+    if encoder_state is not None:
+        enc.load_state_dict(encoder_state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        proj = FieldProjector(emb.num_fields, emb.embedding_dim, projector_hidden, bundle.hidden_size,
+                              out_scale=bundle.embedding_rms())
+    if projector_state is not None:
+        proj.load_state_dict(projector_state)
+    return LlmCtr(emb, enc, proj, bundle.llm, bundle.prompt_ids, bundle.answer_ids, train_encoder=train_encoder,
+                  prompt_cache=prompt_cache)
+
+
+def split_state(state: dict) -> tuple[dict, dict | None]:
+    """(projector state, encoder state or None) from an LlmCtr state_dict."""
+    proj = {k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")}
+    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    return proj, (enc or None)
+
+
+def data_for(encoded: Path, dataset: str, split: str, features: list[str]) -> TensorData:
+    path = Path(encoded) / dataset / f"{split}.parquet"
+    if not path.is_file():
+        raise DataError(path, "encoded split missing", expected=f"{dataset}/{split} written by avazu_vocab")
+    return TensorData.from_parquet(path, features, name=f"{dataset}/{split}")
+
+
+def feature_map(path: Path) -> tuple[list[str], list[int], dict]:
+    """(feature names, vocab sizes, datasets {name: [splits]}) of the avazu_vocab feature map."""
+    from pipeline.core.io import read_json
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "feature map missing", expected="data/avazu/vocab/feature_map.json from avazu_vocab")
+    fmap = read_json(path)
+    try:
+        features = [f["name"] for f in fmap["features"]]
+        sizes = [int(f["vocab_size"]) for f in fmap["features"]]
+    except (KeyError, TypeError) as e:
+        raise DataError(path, f"malformed feature map ({e})", field="features") from None
+    return features, sizes, dict(fmap.get("datasets", {}))
+
+
+def dir_fingerprint(path: Path) -> str:
+    """md5 over the names and contents of every file under ``path`` (resume keys: a checkpoint is never
+    resumed under another LLM, baseline or phase-1 model)."""
+    import hashlib
+
+    from pipeline.core.io import md5_file
+
+    h = hashlib.md5()
+    for f in sorted(Path(path).rglob("*")):
+        if f.is_file():
+            h.update(str(f.relative_to(path)).encode())
+            h.update(md5_file(f).encode())
+    return h.hexdigest()

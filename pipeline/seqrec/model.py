@@ -1,0 +1,158 @@
+"""SASRec-style causal transformer with two item representations.
+
+* ``IdItemEncoder``: one learned vector per catalogue item (classic SASRec; Kang & McAuley 2018).
+* ``TextItemEncoder``: sum-pooled title token embeddings and sum-pooled brand token embeddings (one shared
+  BPE vocabulary), concatenated, then a linear layer (Zivic et al. 2024). There is no item-id table: the
+  catalogue enters only through non-persistent token-id buffers, so the parameter count does not depend on
+  the catalogue and a checkpoint loads into a model over another catalogue (fine-tuning).
+
+The sequence model (pre-LN blocks as in SASRec's reference code): item vectors × sqrt(d) + learned
+positions (max length ``max_len``), dropout, ``layers`` × [LN → causal multi-head self-attention →
+residual, LN → FFN (GELU) → residual], final LN. Sequences are left-padded with item 0. A position attends
+to itself and to earlier non-padding positions only. Scores are dot products of the hidden state with item
+vectors (shared item encoder for inputs and outputs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class IdItemEncoder(nn.Module):
+    def __init__(self, num_items: int, dim: int):
+        super().__init__()
+        self.num_items = num_items
+        self.emb = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.emb.weight, std=0.02)
+        with torch.no_grad():
+            self.emb.weight[0].zero_()
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.emb(items)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.emb.weight]
+
+
+class TextItemEncoder(nn.Module):
+    def __init__(self, vocab_size: int, dim: int, title_tokens: torch.Tensor, brand_tokens: torch.Tensor):
+        super().__init__()
+        self.tok = nn.EmbeddingBag(vocab_size, dim, mode="sum", padding_idx=0)   # sum-pool, pads excluded
+        nn.init.normal_(self.tok.weight, std=0.02)
+        with torch.no_grad():
+            self.tok.weight[0].zero_()
+        self.proj = nn.Linear(2 * dim, dim)
+        self.set_catalogue(title_tokens, brand_tokens)
+
+    def set_catalogue(self, title_tokens: torch.Tensor, brand_tokens: torch.Tensor) -> None:
+        """Token ids per catalogue item (row 0 = padding item, all zeros): not saved in the state_dict.
+        Trailing all-padding columns are dropped (they pool to nothing)."""
+        def trim(m: torch.Tensor) -> torch.Tensor:
+            used = int((m != 0).any(0).nonzero().max()) + 1 if (m != 0).any() else 1
+            return m[:, :used].long().contiguous()
+
+        self.register_buffer("title", trim(title_tokens), persistent=False)
+        self.register_buffer("brand", trim(brand_tokens), persistent=False)
+        self.num_items = title_tokens.shape[0] - 1
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """Item vectors for any shape of item ids; each distinct item is encoded once."""
+        uniq, inv = torch.unique(items.reshape(-1), return_inverse=True)
+        title = self.tok(self.title[uniq])                 # [u, d] sum over the title's tokens
+        brand = self.tok(self.brand[uniq])
+        out = self.proj(torch.cat([title, brand], -1)) * (uniq != 0).unsqueeze(-1)   # padding item = 0
+        return out[inv].reshape(*items.shape, -1)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.tok.weight]
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, inner: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ff1, self.ff2 = nn.Linear(dim, inner), nn.Linear(inner, dim)
+        self.drop = nn.Dropout(dropout)
+        self.p = dropout
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        h = h + self.drop(self.out(a.transpose(1, 2).reshape(b, n, d)))
+        return h + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.ln2(h))))))
+
+
+class SASRec(nn.Module):
+    def __init__(self, item_encoder: nn.Module, *, dim: int, layers: int, heads: int, inner: int,
+                 max_len: int, dropout: float):
+        super().__init__()
+        self.items = item_encoder
+        self.dim, self.max_len = dim, max_len
+        self.pos = nn.Embedding(max_len, dim)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dim, heads, inner, dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+        self.config = {"dim": dim, "layers": layers, "heads": heads, "inner": inner, "max_len": max_len,
+                       "dropout": dropout}
+
+    @staticmethod
+    def attention_mask(seq: torch.Tensor) -> torch.Tensor:
+        """[b, 1, n, n] bool: query t may attend key s iff s <= t and (s is an item or s == t)."""
+        n = seq.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).tril()
+        real = (seq != 0).unsqueeze(1)                               # [b, 1, n] keys
+        eye = torch.eye(n, dtype=torch.bool, device=seq.device)
+        return (causal & (real | eye)).unsqueeze(1)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden states [b, n, d] for left-padded item sequences [b, n] (n <= max_len)."""
+        seq = seq.long()
+        n = seq.shape[1]
+        if n > self.max_len:
+            raise ValueError(f"sequence length {n} > max_len {self.max_len}")
+        pos = torch.arange(self.max_len - n, self.max_len, device=seq.device)   # right-aligned positions
+        h = self.items(seq) * math.sqrt(self.dim) + self.pos(pos)
+        h = self.drop(h * (seq != 0).unsqueeze(-1))
+        mask = self.attention_mask(seq)
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return self.ln(h)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.items(items)
+
+    def all_item_vectors(self) -> torch.Tensor:
+        """Vectors of every catalogue item 1..N as rows 1..N (row 0 = padding, zero)."""
+        return self.items(torch.arange(self.items.num_items + 1, device=self.pos.weight.device))
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return self.items.embedding_parameters() + [self.pos.weight]
+
+
+def parameter_counts(model: SASRec) -> dict:
+    """Total parameters and non-embedding parameters (Kaplan et al.: without the item/token and position
+    embedding tables)."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(p.numel() for p in model.embedding_parameters())
+    return {"params_total": total, "params_non_embedding": total - emb, "params_embedding": emb}
+
+
+def build_model(item_repr: str, *, dim: int, layers: int, heads: int, ffn_mult: int, max_len: int,
+                dropout: float, num_items: int = 0, vocab_size: int = 0, title_tokens: torch.Tensor | None = None,
+                brand_tokens: torch.Tensor | None = None) -> SASRec:
+    if item_repr == "id":
+        enc = IdItemEncoder(num_items, dim)
+    elif item_repr == "text":
+        enc = TextItemEncoder(vocab_size, dim, title_tokens, brand_tokens)
+    else:
+        raise ValueError(f"item_repr: {item_repr}")
+    return SASRec(enc, dim=dim, layers=layers, heads=heads, inner=ffn_mult * dim, max_len=max_len, dropout=dropout)

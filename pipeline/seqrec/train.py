@@ -1,0 +1,330 @@
+"""Training and evaluation of the sequential models through the one training loop (pipeline.core.train).
+
+* :class:`OneCycleAdam`: the step rule (Adam, weight decay as L2, grad-norm clipping, one-cycle schedule
+  applied per step: linear warm-up over ``warmup`` of the steps from lr/div to lr, then cosine down to
+  lr/(div·final_div)); its step counter is in ``state_dict`` so a resumed run continues the schedule.
+* :class:`SeqRecTask`: the loss of a batch of packed sequences (``x`` = [b, max_len + 1] left-padded item
+  ids; inputs x[:, :-1], targets x[:, 1:], every position with a history and a target is trained) and the
+  evaluation of a leave-one-out split.
+
+Losses
+------
+* ``sampled`` (the seed's pretraining loss): InfoNCE over the positive and ``num_negatives`` negatives
+  drawn from the popularity distribution q(i) ∝ count(i)^alpha, shared by every position of the batch. All
+  items needed (positives ∪ negatives, deduplicated) are embedded in **one batched pass** of the item
+  encoder; logQ correction subtracts log q(i) from every logit (positive included: Jean et al. / Yi et al.);
+  negatives equal to the position's positive ("accidental hits") are masked out.
+* ``ce``: full softmax over the catalogue (RecBole's SASRec ``loss_type: CE``).
+
+Evaluation
+----------
+Leave-one-out per user: train = items[:-2], valid target items[-2], test target items[-1]; ``train``
+predicts the last training item from the ones before it. Protocols:
+``full_ranking`` (the target against every catalogue item; with ``mask_history`` the user's earlier items
+are not ranked, as in RecBole's full sort) and ``sampled_<K>`` (the target against K items drawn uniformly
+without replacement among those the user has not interacted with; seeded per split). Rank = number of
+candidates scoring strictly higher plus ties (pessimistic); NDCG@k = 1/log2(rank + 2) if rank < k,
+HR@k = 1(rank < k). On synthetic data the planted next-item distribution (:class:`Oracle`) is ranked by the
+same protocol and reported as ``oracle_*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.core.data import TensorData
+from pipeline.core.seeding import rng
+from pipeline.core.train import Task
+
+log = logging.getLogger(__name__)
+
+KS = (5, 10, 20)
+
+
+# ------------------------------------------------------------------------------------------------ step rule
+
+
+def one_cycle_lr(step: int, total: int, lr: float, warmup: float, div: float, final_div: float) -> float:
+    """Learning rate before optimizer step ``step`` (0-based) of ``total``: linear warm-up from lr/div to
+    lr over ceil(warmup·total) steps, then cosine annealing to lr/(div·final_div)."""
+    start, end = lr / div, lr / (div * final_div)
+    up = max(1, math.ceil(warmup * total))
+    if step < up:
+        return start + (lr - start) * step / up
+    down = max(1, total - up)
+    t = min(1.0, (step - up) / down)
+    return end + (lr - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+class OneCycleAdam:
+    """Adam (weight decay as L2) + global grad-norm clipping + the one-cycle schedule, per step."""
+
+    def __init__(self, params, *, lr: float, weight_decay: float, clip_norm: float, total_steps: int,
+                 warmup: float, div_factor: float, final_div_factor: float):
+        self.params = [p for p in params if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=lr / div_factor, betas=(0.9, 0.999), eps=1e-8,
+                                          weight_decay=weight_decay)
+        self.peak, self.clip_norm, self.total = lr, clip_norm, max(1, total_steps)
+        self.warmup, self.div, self.final_div = warmup, div_factor, final_div_factor
+        self.steps = 0
+
+    def lr_at(self, step: int) -> float:
+        return one_cycle_lr(step, self.total, self.peak, self.warmup, self.div, self.final_div)
+
+    def step(self, x: torch.Tensor, closure) -> torch.Tensor:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr_at(self.steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = closure()
+        if self.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        self.optimizer.step()
+        self.steps += 1
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def pack_sequences(seqs: list[np.ndarray], max_len: int) -> TensorData:
+    """Training rows: each sequence as windows of max_len + 1 items (the last window right-aligned, earlier
+    items in further windows of the same width, so long histories are not thrown away), left-padded with 0.
+    ``y`` holds the row's sequence index (unused by the loss)."""
+    width = max_len + 1
+    rows, owner = [], []
+    for k, s in enumerate(seqs):
+        if len(s) < 2:
+            continue
+        end = len(s)
+        while end > 1:
+            w = s[max(0, end - width):end]
+            row = np.zeros(width, dtype=np.int32)
+            row[width - len(w):] = w
+            rows.append(row)
+            owner.append(k)
+            end -= max_len                                # windows overlap by one item (input of the next)
+    x = torch.from_numpy(np.stack(rows)) if rows else torch.zeros((0, width), dtype=torch.int32)
+    return TensorData(x, torch.tensor(owner, dtype=torch.float32), None, name="train")
+
+
+@dataclass
+class EvalSet:
+    """Leave-one-out evaluation rows: the history (left-padded to max_len), the target, the user index and
+    the full history (for masking and the oracle)."""
+
+    name: str
+    hist: torch.Tensor               # [m, max_len] int64
+    target: np.ndarray               # [m]
+    users: np.ndarray                # [m] user index (oracle)
+    full_hist: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def eval_split(seqs: list[np.ndarray], split: str, max_len: int, users: np.ndarray | None = None,
+               limit: int = 0, seed: int = 0) -> EvalSet:
+    """``split``: train (target = items[-3]), valid (items[-2]) or test (items[-1]). ``limit`` > 0 keeps a
+    seeded random subset of that many users."""
+    cut = {"train": 3, "valid": 2, "test": 1}[split]
+    idx = [k for k, s in enumerate(seqs) if len(s) >= cut + 1]
+    if limit and len(idx) > limit:
+        idx = sorted(rng(seed, "amazon", "eval-users", split).choice(idx, size=limit, replace=False).tolist())
+    hist = np.zeros((len(idx), max_len), dtype=np.int64)
+    target = np.zeros(len(idx), dtype=np.int64)
+    full = []
+    for r, k in enumerate(idx):
+        s = seqs[k]
+        h = s[:len(s) - cut]
+        w = h[-max_len:]
+        hist[r, max_len - len(w):] = w
+        target[r] = s[len(s) - cut]
+        full.append(np.asarray(h, dtype=np.int64))
+    u = np.asarray(idx) if users is None else users[np.asarray(idx, dtype=np.int64)]
+    return EvalSet(split, torch.from_numpy(hist), target, u, full)
+
+
+def rank_metrics(ranks: np.ndarray, ks=KS, prefix: str = "") -> dict:
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"{prefix}ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0))) if len(ranks) else 0.0
+        out[f"{prefix}hr@{k}"] = float(np.mean(hit)) if len(ranks) else 0.0
+    return out
+
+
+def rank_of_target(scores: np.ndarray, target_col: np.ndarray) -> np.ndarray:
+    """Pessimistic rank of the target column per row: candidates scoring higher, plus ties."""
+    t = scores[np.arange(len(scores)), target_col][:, None]
+    return (scores > t).sum(1) + (scores == t).sum(1) - 1
+
+
+def sample_negatives(g: np.random.Generator, num_items: int, k: int, exclude: np.ndarray) -> np.ndarray:
+    """k distinct items from 1..num_items not in ``exclude``, uniformly (fewer if the catalogue is small)."""
+    excl = np.unique(exclude)
+    avail = num_items - len(excl[(excl >= 1) & (excl <= num_items)])
+    if avail <= k:
+        return np.setdiff1d(np.arange(1, num_items + 1), excl)
+    if k > num_items // 4:                                # dense: a permutation of the allowed items
+        allowed = np.setdiff1d(np.arange(1, num_items + 1), excl)
+        return g.choice(allowed, size=k, replace=False)
+    out = np.zeros(0, dtype=np.int64)
+    while len(out) < k:                                   # sparse: rejection sampling
+        draw = g.integers(1, num_items + 1, size=2 * (k - len(out)) + 16)
+        draw = draw[~np.isin(draw, excl)]
+        out = np.concatenate([out, draw])
+        _, first = np.unique(out, return_index=True)
+        out = out[np.sort(first)]
+    return out[:k]
+
+
+# ------------------------------------------------------------------------------------------------ the task
+
+
+class SeqRecTask(Task):
+    def __init__(self, *, loss: str, num_items: int, num_negatives: int = 0, popularity: np.ndarray | None = None,
+                 neg_alpha: float = 1.0, logq: bool = True, protocol: str = "full_ranking",
+                 eval_negatives: int = 0, mask_history: bool = True, monitor: str = "ndcg@10",
+                 oracle=None, seed: int = 0, eval_batch: int = 256):
+        if loss not in ("ce", "sampled"):
+            raise ValueError(f"loss: {loss}")
+        self.loss_name, self.num_items, self.num_negatives = loss, num_items, num_negatives
+        self.logq, self.protocol, self.eval_negatives = logq, protocol, eval_negatives
+        self.mask_history, self.monitor, self.oracle, self.seed = mask_history, monitor, oracle, seed
+        self.eval_batch = eval_batch
+        if loss == "sampled":
+            counts = np.asarray(popularity, dtype=np.float64)[1:num_items + 1]
+            q = np.maximum(counts, 0.0) ** neg_alpha
+            q = q / q.sum()
+            self.q = torch.from_numpy(np.concatenate([[0.0], q])).float()       # index 0 = padding, never drawn
+            self.log_q = torch.log(self.q.clamp_min(1e-30))
+
+    # -------------------------------------------------------------- loss
+    @staticmethod
+    def positions(x: torch.Tensor):
+        inp, tgt = x[:, :-1].long(), x[:, 1:].long()
+        return inp, tgt, (tgt != 0) & (inp != 0)
+
+    def draw_negatives(self, device=None) -> torch.Tensor:
+        return torch.multinomial(self.q, self.num_negatives, replacement=True).to(device)
+
+    def loss(self, model, x, y):
+        inp, tgt, mask = self.positions(x)
+        h = model(inp)[mask]                                      # [m, d]
+        pos = tgt[mask]
+        if self.loss_name == "ce":
+            raw = getattr(model, "module", model)
+            logits = h @ raw.all_item_vectors().T
+            logits[:, 0] = float("-inf")
+            return F.cross_entropy(logits, pos)
+        return self.sampled_loss(getattr(model, "module", model), h, pos, self.draw_negatives(h.device))
+
+    def sampled_loss(self, model, h: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """InfoNCE with shared negatives; every needed item vector from one batched encoder pass."""
+        uniq, inv = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        vec = model.item_vectors(uniq)                            # the one pass
+        pos_v, neg_v = vec[inv[:len(pos)]], vec[inv[len(pos):]]
+        return self.infonce(h, pos, neg, (h * pos_v).sum(-1), h @ neg_v.T)
+
+    def infonce(self, h, pos, neg, s_pos: torch.Tensor, s_neg: torch.Tensor) -> torch.Tensor:
+        if self.logq:
+            s_pos = s_pos - self.log_q.to(h.device)[pos]
+            s_neg = s_neg - self.log_q.to(h.device)[neg].unsqueeze(0)
+        s_neg = s_neg.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf"))   # accidental hits
+        logits = torch.cat([s_pos.unsqueeze(1), s_neg], 1)
+        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=h.device))
+
+    def sampled_loss_loop(self, model, h, pos, neg) -> torch.Tensor:
+        """Reference: the same loss with every negative embedded by its own encoder call (for tests and the
+        benchmark)."""
+        s_pos = (h * model.item_vectors(pos)).sum(-1)
+        s_neg = torch.stack([h @ model.item_vectors(neg[j:j + 1]).squeeze(0) for j in range(len(neg))], 1)
+        return self.infonce(h, pos, neg, s_pos, s_neg)
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, trainer, data: EvalSet) -> dict:
+        return self.evaluate_model(trainer.raw_model, data)
+
+    @torch.no_grad()
+    def evaluate_model(self, model, data: EvalSet, with_oracle: bool = False) -> dict:
+        was = model.training
+        model.eval()
+        try:
+            return self._evaluate(model, data, with_oracle)
+        finally:
+            model.train(was)
+
+    def _candidates(self, data: EvalSet) -> np.ndarray:
+        """Per row: candidate item ids (target first, 0-padded on a catalogue too small for the protocol) for
+        the sampled protocol, seeded per split; drawn once per eval set and reused at every evaluation."""
+        cached = getattr(data, "_candidates", None)
+        if cached is not None:
+            return cached
+        g = rng(self.seed, "amazon", "eval-negatives", data.name, self.protocol)
+        rows = [np.concatenate([[t], sample_negatives(g, self.num_items, self.eval_negatives,
+                                                      np.concatenate([h, [t]]))])
+                for t, h in zip(data.target, data.full_hist)]
+        width = max((len(r) for r in rows), default=1)
+        data._candidates = np.stack([np.pad(r, (0, width - len(r))) for r in rows]) if rows else np.zeros((0, 1), np.int64)
+        return data._candidates
+
+    def _evaluate(self, model, data: EvalSet, with_oracle: bool) -> dict:
+        vecs = model.all_item_vectors()                            # [N + 1, d]
+        ranks, oranks = [], []
+        sampled = self.protocol != "full_ranking"
+        cands = self._candidates(data) if sampled else None
+        for i in range(0, len(data), self.eval_batch):
+            sl = slice(i, i + self.eval_batch)
+            h = model(data.hist[sl])[:, -1]                        # [b, d]
+            if sampled:                                            # score the catalogue, keep the candidates
+                c = cands[sl]
+                scores = np.take_along_axis((h @ vecs.T).numpy(), c, axis=1)
+                scores[c == 0] = -np.inf                           # padding (tiny catalogue only)
+                ranks.append(rank_of_target(scores, np.zeros(len(c), dtype=np.int64)))
+            else:
+                scores = (h @ vecs.T).numpy()
+                scores[:, 0] = -np.inf
+                if self.mask_history:
+                    for r, hist in enumerate(data.full_hist[sl]):
+                        keep = hist[hist != data.target[i + r]]
+                        scores[r, keep] = -np.inf
+                ranks.append(rank_of_target(scores, data.target[sl]))
+            if with_oracle and self.oracle is not None:
+                oranks.append(self._oracle_ranks(data, sl, cands[sl] if sampled else None))
+        out = rank_metrics(np.concatenate(ranks) if ranks else np.zeros(0))
+        out["users"] = len(data)
+        if sampled:
+            out["min_candidates"] = int((cands != 0).sum(1).min()) if len(cands) else 0
+        if oranks:
+            out.update(rank_metrics(np.concatenate(oranks), prefix="oracle_"))
+        return out
+
+    def _oracle_ranks(self, data: EvalSet, sl: slice, cands) -> np.ndarray:
+        o = self.oracle
+        out = []
+        all_items = np.arange(1, self.num_items + 1)
+        for r, (u, hist, t) in enumerate(zip(data.users[sl], data.full_hist[sl], data.target[sl])):
+            if cands is not None:
+                s = o.scores(int(u), hist, np.maximum(cands[r], 1))
+                s[cands[r] == 0] = -np.inf
+                out.append(int((s > s[0]).sum() + (s == s[0]).sum() - 1))
+            else:
+                s = o.scores(int(u), hist, all_items)
+                if self.mask_history:
+                    keep = hist[hist != t]
+                    s[keep - 1] = -np.inf
+                out.append(int((s > s[t - 1]).sum() + (s == s[t - 1]).sum() - 1))
+        return np.asarray(out)

@@ -1,0 +1,103 @@
+"""End-to-end: `dvc repro avazu_evaluate_x4` (the Avazu branch + the LLM-CTR stages) in a scratch git+dvc
+repo on a tiny world, then `dvc exp run -S llm.prompt_cache=false` gives the same metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, set_params
+
+pytestmark = pytest.mark.slow
+
+LLM_STAGES = ["avazu_evaluate_x4", "llm_phase1", "llm_phase2"]
+
+
+def sh(cwd, *cmd):
+    # PYTHONPATH: `recdag` runs the repo's copy of the code (the one DVC hashes), not the editable install
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(cwd), TQDM_DISABLE="1")
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r.stdout + r.stderr
+
+
+def ran(output):
+    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("llmrepo")
+    for name in ("pipeline", "stages", "conf"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, d / name)
+    sh(d, "git", "init", "-q")
+    sh(d, "dvc", "init", "-q")
+    sh(d, "dvc", "config", "core.autostage", "false")
+    set_params(d, **{
+        "avazu.synthetic.rows": 6000, "ctr.hidden_units": [16], "ctr.embedding_dim": 8,
+        "train.epochs": 1, "train.batch_size": 512, "optim.name": "adam",
+        "llm.tiny.hidden_size": 16, "llm.tiny.intermediate_size": 32, "llm.tiny.num_layers": 1,
+        "llm.tiny.num_heads": 2, "llm.tiny.num_kv_heads": 1, "llm.tiny.head_dim": 8,
+        "llm.projector_hidden": 16, "llm.batch_size": 256, "llm.eval_every_steps": 2,
+        "llm.checkpoint_every_steps": 1, "llm.eval_batch_size": 2048, "llm.phase2.lr": 1e-3,
+    })
+    return d
+
+
+def metrics(repo) -> dict:
+    return json.loads((repo / "reports/avazu/evaluation.json").read_text())
+
+
+def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
+    out = sh(repo, "dvc", "repro", "avazu_evaluate_x4")
+    stages = ran(out)
+    assert set(LLM_STAGES + ["llm_init", "avazu_train_baseline", "avazu_vocab"]) <= set(stages)
+    assert not [s for s in stages if "compare" in s or s.startswith(("amazon", "tenrec"))], stages
+    ev = metrics(repo)
+    assert ev["synthetic"] is True and ev["split"] == "test" and "protocol" in ev and "dataset" in ev
+    assert set(ev["metrics"]) == {"x1/test", "x2/test", "x4/test"}
+    for split, m in ev["metrics"].items():
+        assert m["oracle_auc"] > 0.7 and m["rows"] > 0
+        for name in ("baseline", "llm_phase1", "llm_phase2"):
+            assert 0.0 < m[name]["auc"] < 1.0 and m[name]["logloss"] > 0 and "gap_to_oracle_auc" in m[name]
+    assert ev["vocab_overlap_x4_test"]["occurrence_all_fields"] is not None
+    assert set(ev["headline"]["x4_test_auc"]) == {"baseline", "llm_phase1", "llm_phase2", "oracle"}
+    assert "| x4/test |" in (repo / "reports/avazu/evaluation.md").read_text()
+    # what the phases saved: the trainable parts only
+    p1 = torch.load(repo / "models/llm_phase1/model.pt", weights_only=True)
+    p2 = torch.load(repo / "models/llm_phase2/model.pt", weights_only=True)
+    assert p1 and all(k.startswith("projector.") for k in p1)
+    assert {k.split(".")[0] for k in p2} == {"projector", "encoder"}
+    assert not (repo / "models/.ckpt").exists() or not any((repo / "models/.ckpt").iterdir())
+    for phase in (1, 2):
+        r = json.loads((repo / f"reports/avazu/llm_phase{phase}.json").read_text())
+        assert list(r["metrics"]) == ["x1_sample20", "x2_sample20"] and r["prompt_cache"] is True
+        curve = json.loads((repo / f"reports/avazu/llm_phase{phase}_curve.json").read_text())
+        assert [c["source"] for c in curve][0] == "x1_sample20" and curve[-1]["source"] == "x2_sample20"
+        assert [c["step"] for c in curve] == sorted(c["step"] for c in curve)
+    again = sh(repo, "dvc", "repro", "avazu_evaluate_x4")
+    assert ran(again) == []
+
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
+    out = sh(repo, "dvc", "exp", "run", "-S", "llm.prompt_cache=false", "avazu_evaluate_x4")
+    assert ran(out) == LLM_STAGES                          # llm_init and the baseline are untouched
+    ev2 = metrics(repo)
+    assert ev2["llm"]["prompt_cache"] is False
+    for split, m in ev["metrics"].items():
+        m2 = ev2["metrics"][split]
+        assert m2["baseline"]["auc"] == m["baseline"]["auc"]
+        for name in ("llm_phase1", "llm_phase2"):
+            assert m2[name]["auc"] == pytest.approx(m[name]["auc"], abs=2e-4), (split, name)
+            assert m2[name]["logloss"] == pytest.approx(m[name]["logloss"], abs=2e-4), (split, name)

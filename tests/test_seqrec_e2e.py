@@ -1,0 +1,98 @@
+"""End-to-end: `dvc repro` of the Amazon branch (targets only) in a scratch git+dvc repo, on a tiny world,
+then `dvc exp run -S finetune.from=scratch`."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, set_params
+
+pytestmark = pytest.mark.slow
+
+TARGETS = ["amazon_plots"]          # pulls download -> etl -> pretrain matrix -> finetune foreach -> plots
+
+
+def sh(cwd, *cmd, ok=True):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", TQDM_DISABLE="1",
+               PYTHONPATH=str(cwd))            # the copied code, not the editable install's checkout
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if ok:
+        assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def ran(output):
+    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("amazon_repo")
+    for name in ("pipeline", "stages", "conf"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, d / name)
+    sh(d, "git", "init", "-q")
+    sh(d, "dvc", "init", "-q")
+    sh(d, "dvc", "config", "core.autostage", "false")
+    set_params(d, **{"amazon.synthetic.pool_users": 700, "amazon.synthetic.beauty_users": 80,
+                     "amazon.synthetic.sports_users": 80, "amazon.synthetic.items_per_cluster": 40,
+                     "amazon.synthetic.clusters_per_category": 2, "amazon.scales": [1500, 4000],
+                     "amazon.vocab_size": 300, "amazon.max_len": 20, "pretrain.sizes": ["1x16"],
+                     "pretrain.epochs": 1, "pretrain.num_negatives": 64, "pretrain.eval_negatives": 200,
+                     "pretrain.eval_users": 100, "finetune.init_scale": 4000, "finetune.init_size": "1x16",
+                     "finetune.epochs": 1})
+    return d
+
+
+def test_repro_then_exp_run_scratch(repo):
+    out = sh(repo, "dvc", "repro", *TARGETS)
+    got = ran(out.stdout + out.stderr)
+    assert got == ["amazon_download", "amazon_etl", "amazon_finetune@beauty", "amazon_finetune@sports",
+                   "amazon_plots", "amazon_pretrain@1500-1x16", "amazon_pretrain@4000-1x16"]
+    rep = repo / "reports/amazon"
+    etl = json.loads((rep / "etl.json").read_text())
+    assert etl["pool_users_overlapping_finetune"] == 0 and etl["removed_finetune_users"] == 160
+    for scale in (1500, 4000):
+        for size in ("1x16",):
+            r = json.loads((rep / "pretrain" / f"{scale}-{size}.json").read_text())
+            assert r["protocol"] == "sampled_200" and r["synthetic"] is True and r["interactions"] >= scale
+            assert 0 < r["params_non_embedding"] < r["params_total"]
+            t = r["metrics"]["test"]
+            assert 0.0 <= t["ndcg@5"] <= 1.0 and t["oracle_ndcg@5"] > t["ndcg@5"] - 0.2 and t["min_candidates"] == 201
+    beauty = json.loads((rep / "finetune" / "beauty.json").read_text())
+    assert beauty["protocol"] == "full_ranking" and beauty["from"] == "pretrained"
+    assert set(beauty["variants"]) == {"scratch", "pretrained"} and beauty["variants"]["pretrained"]["init"] == "4000-1x16"
+    for split in ("train", "valid", "test"):
+        assert {"ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20", "oracle_ndcg@10"} <= set(beauty["metrics"][split])
+    scaling = json.loads((rep / "plots" / "scaling.json").read_text())
+    assert len(scaling) == 2 and (rep / "plots" / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert (rep / "plots" / "finetune.png").stat().st_size > 1000
+    assert (repo / "models/amazon/pretrain/4000-1x16/model.pt").is_file()
+    assert not (repo / "models/amazon/.ckpt").exists() or not list((repo / "models/amazon/.ckpt").iterdir())
+    again = sh(repo, "dvc", "repro", *TARGETS)
+    assert ran(again.stdout) == []
+
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
+    out = sh(repo, "dvc", "exp", "run", "-S", "finetune.from=scratch", *TARGETS)
+    assert ran(out.stdout + out.stderr) == ["amazon_finetune@beauty", "amazon_finetune@sports", "amazon_plots"]
+    beauty = json.loads((rep / "finetune" / "beauty.json").read_text())
+    assert beauty["from"] == "scratch" and set(beauty["variants"]) == {"scratch"}
+
+
+def test_bad_input_exits_2_and_writes_nothing(repo):
+    raw = repo / "data/amazon/raw"
+    meta = next((raw / "meta").iterdir())
+    meta.chmod(0o644)
+    meta.write_text(meta.read_text() + '{"title": "no asin"}\n')
+    shutil.rmtree(repo / "data/amazon/pretrain")
+    r = sh(repo, sys.executable, "-m", "stages.cli", "amazon", "etl", ok=False)
+    assert r.returncode == 2 and "missing asin" in r.stderr and "field 'asin'" in r.stderr
+    assert not (repo / "data/amazon/pretrain").exists() and not list((repo / "data/amazon").glob(".*tmp*"))
