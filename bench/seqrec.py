@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402
-from bench.common import OUT, ROOT, emit  # noqa: E402
+from bench.common import OUT, emit  # noqa: E402
 
 RECBOLE_VENV = OUT / "recbole-venv"
 HP = dict(layers=2, heads=2, dim=64, ffn_mult=4, dropout=0.5, max_len=50, lr=1e-3, batch=256)

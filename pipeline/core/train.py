@@ -138,6 +138,16 @@ class CtrTask(Task):
         return m
 
 
+def run_key(*parts) -> str:
+    """A short stable hash of everything a run depends on: resume checkpoint folders are keyed by it, so a
+    run never resumes from a checkpoint written under other params or data."""
+    import hashlib
+    import json
+
+    blob = json.dumps(parts, sort_keys=True, default=lambda o: getattr(o, "__dict__", str(o)))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)

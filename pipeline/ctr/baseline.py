@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 
 from pipeline.core.config import CtrParams, OptimParams, TrainParams
 from pipeline.core.data import TensorData
-from pipeline.core.train import LoopConfig, ctr_metrics
+from pipeline.core.train import LoopConfig, ctr_metrics, run_key  # noqa: F401  (run_key: re-exported)
 from pipeline.ctr.models import CTRModel, build_model
 from pipeline.ctr.optim import build_step_rule
 
@@ -52,13 +50,6 @@ def loop_config(train: TrainParams, seed: int) -> LoopConfig:
                       min_lr=train.min_lr, embedding_regularizer=train.embedding_regularizer,
                       net_regularizer=train.net_regularizer, checkpoint_every_steps=train.checkpoint_every_steps,
                       eval_batch_size=train.eval_batch_size, seed=seed)
-
-
-def run_key(*parts) -> str:
-    """A short stable hash of everything a run depends on: the resume checkpoint folder is keyed by it, so
-    a run never resumes from a checkpoint written under other params or data."""
-    blob = json.dumps(parts, sort_keys=True, default=lambda o: getattr(o, "__dict__", str(o)))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def split_metrics(trainer, data: TensorData) -> dict:

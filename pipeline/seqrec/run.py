@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.train import run_key  # noqa: F401  (the stages call rn.run_key)
 from pipeline.core.train import LoopConfig, Trainer
 from pipeline.seqrec import formats as fm
 from pipeline.seqrec.etl import tokenize_items
@@ -98,11 +98,6 @@ def load_oracle(oracle_dir: Path, ds: SeqDataset) -> Oracle | None:
     pi = np.asarray([ut["pi"][upos[u]] for u in ds.users], dtype=np.float64)
     stay = json.loads(world_f.read_text())["stay"]
     return Oracle(cluster, p_within, pi, stay)
-
-
-def run_key(*parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=lambda o: getattr(o, "__dict__", str(o)))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
