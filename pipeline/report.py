@@ -143,26 +143,14 @@ def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
     if not isinstance(ev, dict):
         f.missing = "reports/avazu/evaluation.json is absent (run the LLM-CTR stages)"
         return f
-    rows = _evaluation_rows(ev, "x4/test")
-    if not rows:
-        f.missing = "evaluation.json has no x4/test figures"
+    head = (ev.get("headline") or {}).get("x4_test_auc")
+    if not head:
+        f.missing = "evaluation.json has no x4/test figures (x4 not among llm.eval_sources)"
         return f
-    oracle = next((r["oracle_auc"] for r in rows if r.get("oracle_auc") is not None), None)
-    f.caption += f" [{provenance(ev)}]"
-    f.png = _fig_png(_bar([r["model"] for r in rows], [r["auc"] for r in rows], oracle, "AUC", "x4 test"))
+    names = [n for n in head if n != "oracle"]
+    f.caption += f" [{provenance(ev)}; LLM trained on {', '.join(ev.get('llm_train_sources', []))}]"
+    f.png = _fig_png(_bar(names, [head[n] for n in names], head.get("oracle"), "AUC", "x4 test", lo=0.0))
     return f
-
-
-def _evaluation_rows(ev: dict, split: str) -> list[dict]:
-    """Model rows of evaluation.json for one split, tolerant of its two plausible layouts."""
-    out = []
-    models = ev.get("models") or ev.get("metrics") or {}
-    if isinstance(models, dict):
-        for model, per_split in models.items():
-            m = per_split.get(split) if isinstance(per_split, dict) else None
-            if isinstance(m, dict) and "auc" in m:
-                out.append(dict(m, model=model))
-    return out
 
 
 def avazu_optimizers(metrics: Metrics) -> Figure:
@@ -180,10 +168,147 @@ def avazu_optimizers(metrics: Metrics) -> Figure:
     return f
 
 
+def tenrec_protocols(metrics: Metrics) -> Figure:
+    f = Figure("tenrec_protocols", "Tenrec ranking: sampled_128 vs retrieved top-K, model vs oracle",
+               "The ranker's click AUC, like-AUC, NDCG@20, Hit@1 and MRR under the two protocols (solid: model, "
+               "hatched: oracle scoring by the world's true probabilities).")
+    ev = metrics.get("tenrec/evaluate.json")
+    if not isinstance(ev, dict) or not ev.get("metrics"):
+        f.missing = "reports/tenrec/evaluate.json is absent (run the Tenrec branch)"
+        return f
+    protos = list(ev["metrics"])
+    keys = [k for k in ("auc", "like_auc", "ndcg_20", "hit_1", "mrr") if k in ev["metrics"][protos[0]]]
+
+    def draw(fig, ax):
+        w = 0.8 / (2 * len(protos))
+        for i, proto in enumerate(protos):
+            m = ev["metrics"][proto]
+            xs = [j + 2 * i * w for j in range(len(keys))]
+            ax.bar(xs, [m.get(k) or 0 for k in keys], w, label=f"{proto} model")
+            if ev.get("synthetic"):
+                ax.bar([x + w for x in xs], [m.get(f"oracle_{k}") or 0 for k in keys], w, hatch="//",
+                       alpha=0.5, label=f"{proto} oracle")
+        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(keys))], keys)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+
+    f.caption += f" [{provenance(ev)}; {ev.get('encoder')} ranker, {ev.get('index')} index]"
+    f.png = _fig_png(draw)
+    return f
+
+
+def tenrec_faiss(metrics: Metrics) -> Figure:
+    f = Figure("tenrec_faiss", "FAISS: recall vs queries per second",
+               "The configured ANN index against exact (flat) search on the same test queries: recall of the "
+               "ANN top-K against the exact top-K, and queries/s (bench/faiss_index.py sweeps flat, HNSW and "
+               "IVF-PQ on 100k and 1M vectors).")
+    ix = metrics.get("tenrec/index.json")
+    if not isinstance(ix, dict) or "test" not in ix.get("metrics", {}):
+        f.missing = "reports/tenrec/index.json is absent (run tenrec_build_index)"
+        return f
+    m = ix["metrics"]["test"]
+
+    def draw(fig, ax):
+        ax.scatter([m["exact_qps"]], [1.0], s=60, label="exact (flat)")
+        ax.scatter([m["qps"]], [m["ann_recall_vs_exact"]], s=60, marker="s", label=str(ix.get("index")))
+        ax.set_xscale("log")
+        ax.set_xlabel("queries / s (log)")
+        ax.set_ylabel(f"recall@{ix.get('top_k')} vs exact")
+        ax.set_ylim(min(0.9, m["ann_recall_vs_exact"] - 0.02), 1.01)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+
+    f.caption += f" [{provenance(ix)}; {ix.get('items')} items, {ix.get('queries')} queries]"
+    f.png = _fig_png(draw)
+    return f
+
+
+def tenrec_encoder_scaling(metrics: Metrics) -> Figure:
+    f = Figure("tenrec_encoder_scaling", "Fastformer vs Transformer: step time over sequence length",
+               "Training-step time (forward + backward) of the ranker's encoder at the ranker's width and depth.")
+    es = metrics.get("tenrec/encoder_scaling.json")
+    if not isinstance(es, dict) or not es.get("timings"):
+        f.missing = "reports/tenrec/encoder_scaling.json is absent (run tenrec_encoder_scaling)"
+        return f
+
+    def draw(fig, ax):
+        for kind in ("fastformer", "transformer"):
+            rows = [r for r in es["timings"] if r["encoder"] == kind]
+            ax.plot([r["length"] for r in rows], [r["step_ms"] for r in rows], marker="o", label=kind)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel("ms / training step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+
+    f.caption += f" [{es.get('protocol')}; dim {es.get('dim')}, {es.get('layers')} layers]"
+    f.png = _fig_png(draw)
+    return f
+
+
+def _rows(obj) -> list:
+    return obj if isinstance(obj, list) else []
+
+
+def amazon_scaling(metrics: Metrics) -> Figure:
+    f = Figure("amazon_scaling", "Amazon: pretraining scaling curve",
+               "Test NDCG@5 (sampled_10000) against the number of pretraining interactions, one line per model "
+               "size; the oracle (the world's planted next-item distribution) dotted.")
+    rows = _rows(metrics.get("amazon/plots/scaling.json"))
+    if not rows:
+        f.missing = "reports/amazon/plots/scaling.json is absent (run the Amazon branch)"
+        return f
+
+    def draw(fig, ax):
+        for size in dict.fromkeys(r["size"] for r in rows):
+            pts = sorted((r["interactions"], r["test_ndcg@5"]) for r in rows if r["size"] == size)
+            ax.plot(*zip(*pts), marker="o", label=f"model {size}")
+        orc = sorted({(r["interactions"], r["oracle_test_ndcg@5"]) for r in rows if r.get("oracle_test_ndcg@5")})
+        if orc:
+            ax.plot(*zip(*orc), ls=":", color="gray", label="oracle")
+        ax.set_xscale("log")
+        ax.set_xlabel("pretraining interactions")
+        ax.set_ylabel("test NDCG@5 (sampled_10000)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+
+    f.caption += f" [protocol {rows[0].get('protocol')}]"
+    f.png = _fig_png(draw)
+    return f
+
+
+def amazon_finetune(metrics: Metrics) -> Figure:
+    f = Figure("amazon_finetune", "Amazon: fine-tuning from scratch vs from pretrained",
+               "Test NDCG@10 (full ranking, leave-one-out) on each fine-tuning catalogue, oracle dashed.")
+    rows = _rows(metrics.get("amazon/plots/finetune.json"))
+    if not rows:
+        f.missing = "reports/amazon/plots/finetune.json is absent (run the Amazon branch)"
+        return f
+
+    def draw(fig, ax):
+        ax.bar([r["run"] for r in rows], [r["test_ndcg@10"] for r in rows], color="#4c72b0")
+        for i, r in enumerate(rows):
+            if r.get("oracle_test_ndcg@10"):
+                ax.hlines(r["oracle_test_ndcg@10"], i - 0.4, i + 0.4, colors="#c44e52", linestyles="--")
+        ax.set_ylabel("test NDCG@10 (full ranking)")
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
+        ax.grid(axis="y", alpha=0.3)
+
+    f.caption += f" [protocol {rows[0].get('protocol')}]"
+    f.png = _fig_png(draw)
+    return f
+
+
 FIGURES: list[tuple[str, Callable[[Metrics], Figure]]] = [
     ("All branches", training_curves),
     ("Avazu / LLM-CTR", avazu_llm_vs_baseline),
     ("Avazu / LLM-CTR", avazu_optimizers),
+    ("Tenrec", tenrec_protocols),
+    ("Tenrec", tenrec_faiss),
+    ("Tenrec", tenrec_encoder_scaling),
+    ("Amazon scaling", amazon_scaling),
+    ("Amazon scaling", amazon_finetune),
 ]
 
 
@@ -299,5 +424,39 @@ def headline(metrics: Metrics) -> list[str]:
         for n, m in o.get("optimizers", {}).items():
             md.append(_row(n, m.get("auc"), m.get("logloss"), m.get("oracle_auc"), m.get("best_epoch"),
                            m.get("wall_seconds")))
+        md.append("")
+    ev = metrics.get("avazu/evaluation.json")
+    if isinstance(ev, dict) and ev.get("headline"):
+        h = ev["headline"]
+        md += [f"**LLM-CTR vs baseline on x4 test** ({provenance(ev)}; LLM trained on "
+               f"{', '.join(ev.get('llm_train_sources', []))})", "", "| model | AUC | logloss |", "|---|---|---|"]
+        for n in h["x4_test_auc"]:
+            md.append(_row(n, h["x4_test_auc"][n], h["x4_test_logloss"].get(n)))
+        md.append("")
+    te = metrics.get("tenrec/evaluate.json")
+    if isinstance(te, dict) and te.get("metrics"):
+        keys = ("auc", "like_auc", "ndcg_20", "hit_1", "mrr")
+        md += [f"**Tenrec ranking** ({te.get('encoder')}; {provenance(te)})", "",
+               "| protocol | scorer | AUC | like-AUC | NDCG@20 | Hit@1 | MRR |", "|---|---|---|---|---|---|---|"]
+        for proto, m in te["metrics"].items():
+            md.append(_row(proto, "model", *(m.get(k) for k in keys)))
+            if te.get("synthetic"):
+                md.append(_row(proto, "oracle", *(m.get(f"oracle_{k}") for k in keys)))
+        md.append("")
+    sc = _rows(metrics.get("amazon/plots/scaling.json"))
+    if sc:
+        md += ["**Amazon pretraining scaling**", "",
+               "| size | interactions | params (non-emb.) | test NDCG@5 | oracle | protocol |", "|---|---|---|---|---|---|"]
+        for r in sc:
+            md.append(_row(r["size"], r["interactions"], r.get("params_non_embedding"), r["test_ndcg@5"],
+                           r.get("oracle_test_ndcg@5"), r.get("protocol")))
+        md.append("")
+    ft = _rows(metrics.get("amazon/plots/finetune.json"))
+    if ft:
+        md += ["**Amazon fine-tuning**", "", "| run | test NDCG@10 | HR@10 | oracle NDCG@10 | protocol |",
+               "|---|---|---|---|---|"]
+        for r in ft:
+            md.append(_row(r["run"], r["test_ndcg@10"], r.get("test_hr@10"), r.get("oracle_test_ndcg@10"),
+                           r.get("protocol")))
         md.append("")
     return md

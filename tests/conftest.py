@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,3 +73,42 @@ def run_cli(*args: str, capsys=None) -> int:
 def leftovers(root: Path) -> list[str]:
     """Temporary siblings an aborted atomic write would leave behind."""
     return [str(p) for p in root.rglob(".*.tmp-*")]
+
+
+# ------------------------------------------------------------------ end-to-end: scratch git + DVC repositories
+
+
+def run_in(cwd: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in ``cwd`` with this venv's tools on PATH and PYTHONPATH = ``cwd``, so `recdag` runs the
+    scratch repository's copy of the code (the one DVC hashes), not the editable install's checkout."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(cwd), TQDM_DISABLE="1")
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if ok:
+        assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    """:func:`run_in` that must succeed; its stdout + stderr."""
+    r = run_in(cwd, *cmd)
+    return r.stdout + r.stderr
+
+
+def ran(output: str) -> list[str]:
+    """The DVC stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
+
+
+def scratch_dvc_repo(root: Path, **params) -> Path:
+    """A git + DVC repository at ``root`` holding a copy of the code, the DAG and params.yaml (with
+    ``params`` set, dotted keys), for `dvc repro <target>` end-to-end tests."""
+    for name in ("pipeline", "stages", "conf"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+    sh(root, "dvc", "config", "core.autostage", "false")
+    set_params(root, **params)
+    return root

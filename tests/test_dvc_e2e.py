@@ -3,47 +3,23 @@ synthetic world. The other branches (LLM-CTR, Tenrec, Amazon) have their own end
 runs target the baseline stage so that only it and its upstream stages run."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, set_params
+from tests.conftest import ran, run_in, scratch_dvc_repo, set_params, sh
 
 pytestmark = pytest.mark.slow
 TARGET = "avazu_train_baseline"
 
 
-def sh(cwd, *cmd):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
-    return r.stdout + r.stderr
-
-
-def ran(output):
-    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("repo")
-    for name in ("pipeline", "stages", "conf"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, d / name)
-    sh(d, "git", "init", "-q")
-    sh(d, "dvc", "init", "-q")
-    sh(d, "dvc", "config", "core.autostage", "false")
-    set_params(d, **{"avazu.synthetic.rows": 20_000, "ctr.hidden_units": [32, 32], "ctr.embedding_dim": 8,
+    return scratch_dvc_repo(tmp_path_factory.mktemp("repo"), **{"avazu.synthetic.rows": 20_000, "ctr.hidden_units": [32, 32], "ctr.embedding_dim": 8,
                      "train.epochs": 2, "train.batch_size": 1024})
-    return d
 
 
 def test_repro_runs_the_branch_then_nothing(repo):
@@ -92,12 +68,12 @@ def restore_pin(repo):
 def test_check_metrics_passes_on_the_pin_and_fails_on_drift(repo):
     restore_pin(repo)
     recdag = [sys.executable, "-m", "stages.cli", "check-metrics"]
-    ok = subprocess.run(recdag, cwd=repo, capture_output=True, text=True)
+    ok = run_in(repo, *recdag, ok=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "0 drifted" in ok.stdout and "every metric matches the pin" in ok.stdout
     set_params(repo, **{"optim.rho": 0.2, "train.epochs": 1})       # a deliberately changed experiment
     sh(repo, "dvc", "repro", TARGET)
-    bad = subprocess.run(recdag, cwd=repo, capture_output=True, text=True)
+    bad = run_in(repo, *recdag, ok=False)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     table = bad.stdout
     assert "| reports/avazu/baseline.json | epochs_run | 2 | 1 |" in table and "exact (count)" in table
@@ -117,9 +93,7 @@ def test_queued_sweep_exp_show_and_plots(repo):
             break
         time.sleep(2)
     assert status.count("Success") == 3, status
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
-                                      text=True, check=True).stdout)
+    shown = json.loads(run_in(repo, "dvc", "exp", "show", "--json").stdout)
     rhos = {rev["data"]["params"]["params.yaml"]["data"]["optim"]["rho"]
             for commit in shown for exp in (commit.get("experiments") or []) for rev in exp["revs"]}
     assert {0.02, 0.05, 0.1} <= set(rhos)

@@ -4,46 +4,20 @@ repo on a tiny world, then `dvc exp run -S llm.prompt_cache=false` gives the sam
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, set_params
+from tests.conftest import ran, scratch_dvc_repo, set_params, sh
 
 pytestmark = pytest.mark.slow
 
 LLM_STAGES = ["avazu_evaluate_x4", "llm_phase1", "llm_phase2"]
 
 
-def sh(cwd, *cmd):
-    # PYTHONPATH: `recdag` runs the repo's copy of the code (the one DVC hashes), not the editable install
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(cwd), TQDM_DISABLE="1")
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return r.stdout + r.stderr
-
-
-def ran(output):
-    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("llmrepo")
-    for name in ("pipeline", "stages", "conf"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, d / name)
-    sh(d, "git", "init", "-q")
-    sh(d, "dvc", "init", "-q")
-    sh(d, "dvc", "config", "core.autostage", "false")
+    d = scratch_dvc_repo(tmp_path_factory.mktemp("llmrepo"))
     set_params(d, **{
         "avazu.synthetic.rows": 6000, "ctr.hidden_units": [16], "ctr.embedding_dim": 8,
         "train.epochs": 1, "train.batch_size": 512, "optim.name": "adam",

@@ -2,45 +2,22 @@
 then `dvc exp run -S finetune.from=scratch`."""
 
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, set_params
+from tests.conftest import ran, scratch_dvc_repo, set_params
+from tests.conftest import run_in as sh
 
 pytestmark = pytest.mark.slow
 
 TARGETS = ["amazon_plots"]          # pulls download -> etl -> pretrain matrix -> finetune foreach -> plots
 
 
-def sh(cwd, *cmd, ok=True):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", TQDM_DISABLE="1",
-               PYTHONPATH=str(cwd))            # the copied code, not the editable install's checkout
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if ok:
-        assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
-
-
-def ran(output):
-    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("amazon_repo")
-    for name in ("pipeline", "stages", "conf"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, d / name)
-    sh(d, "git", "init", "-q")
-    sh(d, "dvc", "init", "-q")
-    sh(d, "dvc", "config", "core.autostage", "false")
+    d = scratch_dvc_repo(tmp_path_factory.mktemp("amazon_repo"))
     set_params(d, **{"amazon.synthetic.pool_users": 700, "amazon.synthetic.beauty_users": 80,
                      "amazon.synthetic.sports_users": 80, "amazon.synthetic.items_per_cluster": 40,
                      "amazon.synthetic.clusters_per_category": 2, "amazon.scales": [1500, 4000],

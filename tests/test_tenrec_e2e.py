@@ -2,16 +2,11 @@
 then `dvc exp run` with the transformer encoder and the flat index; plus in-process stage failures."""
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, leftovers, run_cli, set_params
+from tests.conftest import ROOT, leftovers, ran, run_cli, scratch_dvc_repo, set_params, sh
 
 pytestmark = pytest.mark.slow
 
@@ -25,27 +20,9 @@ STAGES = ["tenrec_build_index", "tenrec_download", "tenrec_evaluate", "tenrec_pr
           "tenrec_train_retrieval"]
 
 
-def sh(cwd, *cmd):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout + r.stderr
-
-
-def ran(output):
-    return sorted(set(re.findall(r"Running stage '([^']+)'", output)))
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tenrec_repo")
-    for name in ("pipeline", "stages", "conf"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, d / name)
-    sh(d, "git", "init", "-q")
-    sh(d, "dvc", "init", "-q")
-    sh(d, "dvc", "config", "core.autostage", "false")
+    d = scratch_dvc_repo(tmp_path_factory.mktemp("tenrec_repo"))
     set_params(d, **TINY)
     return d
 

@@ -4,7 +4,6 @@ ranking run resumes to the same result, and the world's oracle beats chance."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest

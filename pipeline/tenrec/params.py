@@ -168,6 +168,7 @@ class RankingParams:
     sampled_negatives: int           # protocol sampled_<1 + this>: the seed's 127
     rerank_k: int                    # protocol retrieved_top_k: the first rerank_k ANN candidates
     ndcg_k: int
+    scaling_lengths: list[int]  # tenrec_encoder_scaling: sequence lengths timed for Fastformer vs Transformer
 
     def validate(self) -> None:
         for key in ("embedding_dim", "num_layers", "num_heads", "ffn_dim", "max_len", "epochs", "batch_size",

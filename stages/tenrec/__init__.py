@@ -2,7 +2,8 @@
 
 import typer
 
-from stages.tenrec import build_index, download, evaluate, prepare, train_ranking, train_retrieval
+from stages.tenrec import (build_index, download, encoder_scaling, evaluate, prepare, train_ranking,
+                           train_retrieval)
 
 app = typer.Typer(no_args_is_help=True, help="Tenrec branch: two-tower retrieval -> FAISS -> Fastformer ranking.")
 app.command("download")(download.download)
@@ -11,3 +12,4 @@ app.command("train-retrieval")(train_retrieval.train_retrieval)
 app.command("build-index")(build_index.build_index)
 app.command("train-ranking")(train_ranking.train_ranking)
 app.command("evaluate")(evaluate.evaluate)
+app.command("encoder-scaling")(encoder_scaling.encoder_scaling)
