@@ -62,7 +62,7 @@ def test_exp_run_reruns_only_the_baseline(repo):
 def restore_pin(repo):
     """Back to the committed pin: params, lock and metrics from git, outputs from the DVC cache."""
     sh(repo, "git", "checkout", "--", ".")
-    sh(repo, "dvc", "checkout", "--force")
+    sh(repo, "dvc", "checkout", "--force", "--with-deps", TARGET)
 
 
 def test_check_metrics_passes_on_the_pin_and_fails_on_drift(repo):
