@@ -32,8 +32,9 @@ class Fixed(torch.nn.Module):
         self.scores = torch.tensor(scores, dtype=torch.float32)
         self.w = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, seq):
-        return self.scores[: len(seq)].unsqueeze(1).expand(-1, seq.shape[1], -1)
+    def forward(self, seq, segments):
+        """Every token of evaluation row k (packed: segment k + 1) gets row k's scores."""
+        return self.scores[(segments - 1).clamp_min(0)]
 
     def all_item_vectors(self):
         return torch.eye(6)                       # item i -> e_i, so score(i) = scores[i]

@@ -167,3 +167,41 @@ def test_one_cycle_rule_sets_lr_per_step_and_resumes():
     rule2.load_state_dict(state)
     assert rule2.steps == 4 and rule2.lr_at(rule2.steps) == pytest.approx(rule.lr_at(4))
     assert math.isclose(rule2.lr_at(9), rule.lr_at(9))
+
+
+@pytest.mark.parametrize("kind", ["id", "text"])
+def test_packed_rows_compute_what_padded_rows_compute(kind):
+    """Training and evaluation pack several sequences a row; every real position gets the hidden state it
+    gets in its own left-padded row, and no padding is computed."""
+    from pipeline.seqrec.train import last_hidden, pack_rows
+
+    m = model(kind)
+    g = torch.Generator().manual_seed(3)
+    lens = [1, 3, 8, 2, 5, 1, 7, 4, 2]
+    rows = torch.zeros((len(lens), 8), dtype=torch.long)
+    for k, n in enumerate(lens):
+        rows[k, 8 - n:] = torch.randint(1, N_ITEMS + 1, (n,), generator=g)
+    tgt = rows.roll(-1, 1) * (rows != 0)                        # any aligned tensor is moved the same way
+    p, pt, seg, last = pack_rows(rows, tgt)
+    assert len(p) == 5 < len(rows)                              # 33 tokens in rows of 8: 5 rows, first fit
+    assert sorted(p[p != 0].tolist()) == sorted(rows[rows != 0].tolist())
+    assert torch.equal(pt[seg != 0].sort().values, tgt[rows != 0].sort().values)
+    padded, packed = m(rows), m(p, seg)
+    for k, n in enumerate(lens):
+        mine = packed[seg == k + 1]                             # in order within the packed row
+        assert torch.allclose(mine, padded[k, 8 - n:], atol=1e-5)
+    assert torch.allclose(last_hidden(m, rows), padded[:, -1], atol=1e-5)
+
+
+def test_packed_causal_mask_keeps_sequences_apart():
+    m = model("id")
+    seq = torch.tensor([[3, 7, 9, 4, 11, 2, 0, 0]])
+    seg = torch.tensor([[1, 1, 1, 2, 2, 2, 0, 0]])
+    h = m(seq, seg)
+    other = seq.clone()
+    other[0, 3:6] = torch.tensor([20, 21, 22])                  # change the second sequence only
+    assert torch.allclose(h[0, :3], m(other, seg)[0, :3], atol=1e-6)
+    changed = seq.clone()
+    changed[0, 2] = 20                                          # the first sequence's last item
+    assert torch.allclose(h[0, 3:6], m(changed, seg)[0, 3:6], atol=1e-6)
+    assert torch.allclose(h[0, :2], m(changed, seg)[0, :2], atol=1e-6)

@@ -9,7 +9,9 @@
 The sequence model (pre-LN blocks as in SASRec's reference code): item vectors × sqrt(d) + learned
 positions (max length ``max_len``), dropout, ``layers`` × [LN → causal multi-head self-attention →
 residual, LN → FFN (GELU) → residual], final LN. Sequences are left-padded with item 0. A position attends
-to itself and to earlier non-padding positions only. Scores are dot products of the hidden state with item
+to itself and to earlier non-padding positions only. Training and evaluation pack several short sequences
+into one row (``segments``; block-diagonal causal mask, per-sequence positions): the same numbers as the
+padded rows, without computing the padding (real Beauty: 8.9 items a user in rows of 50). Scores are dot products of the hidden state with item
 vectors (shared item encoder for inputs and outputs).
 """
 
@@ -113,16 +115,37 @@ class SASRec(nn.Module):
         eye = torch.eye(n, dtype=torch.bool, device=seq.device)
         return (causal & (real | eye)).unsqueeze(1)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Hidden states [b, n, d] for left-padded item sequences [b, n] (n <= max_len)."""
+    @staticmethod
+    def packed_layout(segments: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions [r, n] and attention mask [r, 1, n, n] of packed rows: ``segments`` [r, n] gives each
+        token's sequence id (0 = padding), every sequence one contiguous run of at most ``max_len`` tokens.
+        A token attends to itself and to earlier tokens of its own sequence; its position is the one it has
+        in that sequence left-padded alone (right-aligned: the last token gets max_len - 1), so a packed
+        row computes exactly what the padded rows of its sequences compute."""
+        n = segments.shape[1]
+        same = segments.unsqueeze(2) == segments.unsqueeze(1)                   # [r, query, key]
+        causal = torch.ones(n, n, dtype=torch.bool, device=segments.device).tril()
+        before = (same & causal).sum(-1) - 1                                     # index within the sequence
+        length = same.sum(-1)
+        pos = (max_len - length + before).clamp_min(0)                           # padding tokens: any valid
+        eye = torch.eye(n, dtype=torch.bool, device=segments.device)
+        mask = (same & causal & (segments != 0).unsqueeze(1)) | eye
+        return pos, mask.unsqueeze(1)
+
+    def forward(self, seq: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [b, n, d] for left-padded item sequences [b, n] (n <= max_len), or, with
+        ``segments``, for packed rows (several sequences per row; see :meth:`packed_layout`)."""
         seq = seq.long()
         n = seq.shape[1]
         if n > self.max_len:
             raise ValueError(f"sequence length {n} > max_len {self.max_len}")
-        pos = torch.arange(self.max_len - n, self.max_len, device=seq.device)   # right-aligned positions
+        if segments is None:
+            pos = torch.arange(self.max_len - n, self.max_len, device=seq.device)   # right-aligned positions
+            mask = self.attention_mask(seq)
+        else:
+            pos, mask = self.packed_layout(segments, self.max_len)
         h = self.items(seq) * math.sqrt(self.dim) + self.pos(pos)
         h = self.drop(h * (seq != 0).unsqueeze(-1))
-        mask = self.attention_mask(seq)
         for blk in self.blocks:
             h = blk(h, mask)
         return self.ln(h)

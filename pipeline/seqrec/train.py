@@ -4,7 +4,8 @@
   applied per step: linear warm-up over ``warmup`` of the steps from lr/div to lr, then cosine down to
   lr/(div·final_div)); its step counter is in ``state_dict`` so a resumed run continues the schedule.
 * :class:`SeqRecTask`: the loss of a batch of packed sequences (``x`` = [b, max_len + 1] left-padded item
-  ids; inputs x[:, :-1], targets x[:, 1:], every position with a history and a target is trained) and the
+  ids; inputs x[:, :-1], targets x[:, 1:], every position with a history and a target is trained, in one
+  causal pass; the batch's sequences are packed several to a row first, :func:`pack_rows`) and the
   evaluation of a leave-one-out split.
 
 Losses
@@ -120,6 +121,52 @@ def pack_sequences(seqs: list[np.ndarray], max_len: int) -> TensorData:
     return TensorData(x, torch.tensor(owner, dtype=torch.float32), None, name="train")
 
 
+def pack_rows(inp: torch.Tensor, *aligned: torch.Tensor):
+    """Pack left-padded rows [b, w] into fewer rows of the same width, several sequences a row (first-fit
+    decreasing by length), so that the model does not compute padding. ``aligned`` tensors [b, w] (e.g. the
+    targets) are moved the same way. Returns (packed inp, packed aligned..., segments [r, w] with sequence
+    k's tokens marked k + 1 and padding 0, last [b, 2]: row and column of each sequence's last token)."""
+    b, w = inp.shape
+    lens = (inp != 0).sum(1).numpy()
+    row_of = np.zeros(b, dtype=np.int64)
+    off = np.zeros(b, dtype=np.int64)
+    fill: list[int] = []
+    for i in np.argsort(-lens, kind="stable"):
+        n = int(lens[i])
+        for r, f in enumerate(fill):
+            if f + n <= w:
+                break
+        else:
+            r = len(fill)
+            fill.append(0)
+        row_of[i], off[i] = r, fill[r]
+        fill[r] += n
+    src = np.repeat(np.arange(b), lens)                         # token -> its sequence
+    starts = np.cumsum(lens) - lens
+    j = np.arange(len(src)) - np.repeat(starts, lens)           # index within the sequence
+    src_col = torch.from_numpy(w - lens[src] + j)
+    dst_r, dst_c = torch.from_numpy(row_of[src]), torch.from_numpy(off[src] + j)
+    src_t = torch.from_numpy(src)
+    rows = max(1, len(fill))
+    out = []
+    for t in (inp, *aligned):
+        p = torch.zeros((rows, w), dtype=t.dtype)
+        p[dst_r, dst_c] = t[src_t, src_col]
+        out.append(p)
+    seg = torch.zeros((rows, w), dtype=torch.int64)
+    seg[dst_r, dst_c] = src_t + 1
+    last = torch.from_numpy(np.stack([row_of, off + lens - 1], 1))
+    return (*out, seg, last)
+
+
+def last_hidden(model, hist: torch.Tensor) -> torch.Tensor:
+    """The model's hidden state after each left-padded history [b, n] (packed: no padding computed)."""
+    if len(hist) and int((hist != 0).sum(1).min()) == 0:
+        raise ValueError("last_hidden: a history without items")
+    p, seg, last = pack_rows(hist.long())
+    return model(p, seg)[last[:, 0], last[:, 1]]
+
+
 @dataclass
 class EvalSet:
     """Leave-one-out evaluation rows: the history (left-padded to max_len), the target, the user index and
@@ -198,13 +245,13 @@ class SeqRecTask(Task):
     def __init__(self, *, loss: str, num_items: int, num_negatives: int = 0, popularity: np.ndarray | None = None,
                  neg_alpha: float = 1.0, logq: bool = True, protocol: str = "full_ranking",
                  eval_negatives: int = 0, mask_history: bool = True, monitor: str = "ndcg@10",
-                 oracle=None, seed: int = 0, eval_batch: int = 256):
+                 oracle=None, seed: int = 0, eval_batch: int = 256, pack: bool = True):
         if loss not in ("ce", "sampled"):
             raise ValueError(f"loss: {loss}")
         self.loss_name, self.num_items, self.num_negatives = loss, num_items, num_negatives
         self.logq, self.protocol, self.eval_negatives = logq, protocol, eval_negatives
         self.mask_history, self.monitor, self.oracle, self.seed = mask_history, monitor, oracle, seed
-        self.eval_batch = eval_batch
+        self.eval_batch, self.pack = eval_batch, pack       # pack=False: one sequence a row (benchmark)
         if loss == "sampled":
             counts = np.asarray(popularity, dtype=np.float64)[1:num_items + 1]
             q = np.maximum(counts, 0.0) ** neg_alpha
@@ -223,7 +270,12 @@ class SeqRecTask(Task):
 
     def loss(self, model, x, y):
         inp, tgt, mask = self.positions(x)
-        h = model(inp)[mask]                                      # [m, d]
+        if self.pack:
+            inp, tgt, seg, _ = pack_rows(inp, tgt)                # several sequences a row, no padding
+            mask = (tgt != 0) & (inp != 0)
+            h = model(inp, seg)[mask]                             # [m, d]
+        else:
+            h = model(inp)[mask]
         pos = tgt[mask]
         if self.loss_name == "ce":
             raw = getattr(model, "module", model)
@@ -288,7 +340,7 @@ class SeqRecTask(Task):
         cands = self._candidates(data) if sampled else None
         for i in range(0, len(data), self.eval_batch):
             sl = slice(i, i + self.eval_batch)
-            h = model(data.hist[sl])[:, -1]                        # [b, d]
+            h = last_hidden(model, data.hist[sl]) if self.pack else model(data.hist[sl])[:, -1]   # [b, d]
             if sampled:                                            # score the catalogue, keep the candidates
                 c = cands[sl]
                 scores = np.take_along_axis((h @ vecs.T).numpy(), c, axis=1)

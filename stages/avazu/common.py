@@ -8,6 +8,7 @@ import typer
 
 from pipeline.core.config import AvazuParams, Params, load_params
 from pipeline.core.errors import ConfigError
+from pipeline.core.io import read_json
 from pipeline.ctr.schema import Layouts, load_layouts
 from pipeline.ctr.splits import sample_name
 
@@ -56,3 +57,22 @@ def all_datasets(a: AvazuParams, layouts: Layouts) -> dict[str, dict[str, Path]]
         out[sample_name(s, a.sample.frac)] = {sp: SAMPLE / s / f"{sp}.parquet" for sp in ("train", "valid")
                                               if sp in out[s]}
     return out
+
+
+class Encoded:
+    """The vocab stage's encoded splits, read as tensors (torch is imported only when one is read, so the
+    data stages sharing this CLI need not pay for it), with the feature map they were encoded with."""
+
+    def __init__(self) -> None:
+        self.fmap_path = VOCAB / "feature_map.json"
+        fmap = read_json(self.fmap_path)
+        self.features = [f["name"] for f in fmap["features"]]
+        self.vocab_sizes = [f["vocab_size"] for f in fmap["features"]]
+
+    def tensors(self, sources: str | list[str], split: str):
+        """One split of one source, or of several concatenated."""
+        from pipeline.core.data import TensorData
+
+        srcs = [sources] if isinstance(sources, str) else list(sources)
+        return TensorData.from_parquet([ENCODED / s / f"{split}.parquet" for s in srcs], self.features,
+                                       name=f"{'+'.join(srcs)}/{split}")

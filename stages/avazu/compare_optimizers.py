@@ -12,7 +12,7 @@ import logging
 import shutil
 
 from pipeline.core.io import atomic_outputs, read_json, write_json
-from stages.avazu.common import ENCODED, MODELS, REPORTS, TB, VOCAB, ParamsOpt, load
+from stages.avazu.common import MODELS, REPORTS, TB, Encoded, ParamsOpt, load
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "sam", "helen")
@@ -20,7 +20,6 @@ OPTIMIZERS = ("adam", "sam", "helen")
 
 def compare_optimizers(params: str = ParamsOpt) -> None:
     """Train ``ctr.model`` with the two optimizers other than ``optim.name``; compare all three on test."""
-    from pipeline.core.data import TensorData
     from pipeline.core.io import md5_file
     from pipeline.core.train import init_distributed
     from pipeline.ctr import baseline as bl
@@ -28,17 +27,9 @@ def compare_optimizers(params: str = ParamsOpt) -> None:
     p, _ = load(params)
     a = p.avazu
     rank, world = init_distributed()
-    fmap_path = VOCAB / "feature_map.json"
-    fmap = read_json(fmap_path)
-    features = [f["name"] for f in fmap["features"]]
-    vocab_sizes = [f["vocab_size"] for f in fmap["features"]]
-
-    def tensors(srcs: list[str], split: str) -> TensorData:
-        return TensorData.from_parquet([ENCODED / s / f"{split}.parquet" for s in srcs], features,
-                                       name=f"{'+'.join(srcs)}/{split}")
-
-    train, valid = tensors(a.baseline_sources, "train"), tensors(a.baseline_sources, "valid")
-    tests = {s: tensors([s], "test") for s in a.baseline_sources}
+    enc = Encoded()
+    train, valid = enc.tensors(a.baseline_sources, "train"), enc.tensors(a.baseline_sources, "valid")
+    tests = {s: enc.tensors(s, "test") for s in a.baseline_sources}
     baseline = read_json(REPORTS / "baseline.json")
     results = {}
     for name in OPTIMIZERS:
@@ -48,9 +39,9 @@ def compare_optimizers(params: str = ParamsOpt) -> None:
                              "test": {s: baseline["metrics"][f"{s}/test"] for s in tests}}
             continue
         opt = dataclasses.replace(p.optim, name=name)
-        key = bl.run_key(p.seed, a.baseline_sources, p.ctr, opt, p.train, md5_file(fmap_path), world)
+        key = bl.run_key(p.seed, a.baseline_sources, p.ctr, opt, p.train, md5_file(enc.fmap_path), world)
         ckpt_dir = MODELS / ".ckpt" / f"compare-{name}-{key}"
-        trainer, _, state, wall = bl.fit_ctr(p, train, valid, vocab_sizes=vocab_sizes, ckpt_dir=ckpt_dir,
+        trainer, _, state, wall = bl.fit_ctr(p, train, valid, vocab_sizes=enc.vocab_sizes, ckpt_dir=ckpt_dir,
                                              tb_dir=TB / f"compare_{name}", optim=opt)
         results[name] = {"source": "avazu_compare_optimizers", "best_epoch": state.best_epoch,
                          "epochs_run": len(state.history), "wall_seconds": round(wall, 1),

@@ -6,8 +6,8 @@ import logging
 import shutil
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.io import atomic_outputs, read_json, write_json
-from stages.avazu.common import ENCODED, MODELS, REPORTS, TB, VOCAB, ParamsOpt, all_datasets, load
+from pipeline.core.io import atomic_outputs, write_json
+from stages.avazu.common import MODELS, REPORTS, TB, Encoded, ParamsOpt, all_datasets, load
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,6 @@ def train_baseline(params: str = ParamsOpt) -> None:
     """Train ``ctr.model`` with ``optim.*`` on ``avazu.baseline_sources``; evaluate every source's valid/test."""
     import torch  # imported here: the data stages share this CLI and need not pay for torch
 
-    from pipeline.core.data import TensorData
     from pipeline.core.io import md5_file
     from pipeline.core.train import init_distributed
     from pipeline.ctr import baseline as bl
@@ -25,30 +24,22 @@ def train_baseline(params: str = ParamsOpt) -> None:
     p, layouts = load(params)
     a = p.avazu
     rank, world = init_distributed()
-    fmap_path = VOCAB / "feature_map.json"
-    fmap = read_json(fmap_path)
-    features = [f["name"] for f in fmap["features"]]
-    vocab_sizes = [f["vocab_size"] for f in fmap["features"]]
+    enc = Encoded()
     datasets = {s: sorted(splits) for s, splits in all_datasets(a, layouts).items() if s in a.sources}
     for s in a.baseline_sources:
         if "valid" not in datasets[s]:
             raise ConfigError(f"avazu.baseline_sources: '{s}' has no valid split (add it to avazu.split_valid.sources)")
 
-    def tensors(name: str | list[str], split: str) -> TensorData:
-        srcs = [name] if isinstance(name, str) else name
-        return TensorData.from_parquet([ENCODED / s / f"{split}.parquet" for s in srcs], features,
-                                       name=f"{'+'.join(srcs)}/{split}")
-
-    train, valid = tensors(a.baseline_sources, "train"), tensors(a.baseline_sources, "valid")
-    key = bl.run_key(p.seed, a.baseline_sources, p.ctr, p.optim, p.train, md5_file(fmap_path), world)
+    train, valid = enc.tensors(a.baseline_sources, "train"), enc.tensors(a.baseline_sources, "valid")
+    key = bl.run_key(p.seed, a.baseline_sources, p.ctr, p.optim, p.train, md5_file(enc.fmap_path), world)
     ckpt_dir = MODELS / ".ckpt" / f"baseline-{key}"
-    trainer, model, state, wall = bl.fit_ctr(p, train, valid, vocab_sizes=vocab_sizes, ckpt_dir=ckpt_dir,
+    trainer, model, state, wall = bl.fit_ctr(p, train, valid, vocab_sizes=enc.vocab_sizes, ckpt_dir=ckpt_dir,
                                              tb_dir=TB / "baseline")
     metrics = {}
     for source, splits in datasets.items():
         for split in ("valid", "test"):
             if split in splits:
-                metrics[f"{source}/{split}"] = bl.split_metrics(trainer, tensors(source, split))
+                metrics[f"{source}/{split}"] = bl.split_metrics(trainer, enc.tensors(source, split))
     if rank != 0:
         return
     synthetic = valid.oracle is not None
@@ -65,8 +56,8 @@ def train_baseline(params: str = ParamsOpt) -> None:
     with atomic_outputs() as out:
         d = out.dir(MODELS / "baseline")
         torch.save(model.state_dict(), d / "model.pt")
-        write_json(d / "config.json", {"model": model_config(model), "features": features,
-                                       "feature_map": str(fmap_path)})
+        write_json(d / "config.json", {"model": model_config(model), "features": enc.features,
+                                       "feature_map": str(enc.fmap_path)})
         write_json(out.file(REPORTS / "baseline.json"), report)
         write_json(out.file(REPORTS / "baseline_curve.json"), [
             {k: h[k] for k in ("epoch", "step", "train_loss", "valid_auc", "valid_logloss", "lr")}
