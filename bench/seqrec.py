@@ -4,19 +4,26 @@
    all items embedded in one batched encoder call, against the same loss with every negative embedded by
    its own call (``SeqRecTask.sampled_loss_loop``); same numbers (asserted), time per step.
 2. **Our id-based SASRec vs RecBole 1.2.1's SASRec** on a Beauty-sized dataset in RecBole atomic format
-   (synthetic by default: ~22k users, ~12k items, ~200k interactions like real Beauty 5-core; or
-   ``--recbole-data DIR`` pointing at a folder ``DIR/<name>/<name>.inter``). Same hyperparameters: 2 layers,
-   2 heads, hidden 64, inner 256, dropout 0.5, max length 50, CE loss, Adam lr 1e-3, batch 256, full ranking
-   leave-one-out. Ours trains every position of a sequence in one causal pass; RecBole builds one sample per
-   prefix. RecBole runs in a throw-away venv ``bench/out/recbole-venv`` (``recbole==1.2.1 --no-deps`` plus
-   what it imports; its pins conflict with current packages). Reported: seconds per training epoch, test
-   NDCG@10 / HR@10 after ``--epochs`` epochs. Target: NDCG@10 >= RecBole's at <= 0.5x its epoch time.
+   (synthetic by default: 22,363 users, ~12k items, ~199k interactions like real Beauty 5-core; or
+   ``--s3rec FILE``, e.g. S3-Rec's real ``Beauty.txt``; or ``--recbole-data DIR`` with
+   ``DIR/<name>/<name>.inter``). Same hyperparameters: 2 layers, 2 heads, hidden 64, inner 256, dropout 0.5,
+   max length 50, CE over the catalogue, Adam lr 1e-3 (constant, no weight decay), leave-one-out, full
+   ranking without history masking (RecBole's full sort for sequential models). Same training pairs: RecBole
+   builds one sample per (prefix, next item) and batches 256 of them; ours trains every position of a
+   sequence in one causal pass (sequences packed several to a row) and batches the number of sequences that
+   carries 256 pairs on average, so both take the same number of optimizer steps over the same pairs per
+   epoch. Both train ``--epochs`` epochs, validate (NDCG@10) after each and test the best epoch's weights.
+   RecBole runs in a throw-away venv ``bench/out/recbole-venv`` (``recbole==1.2.1 --no-deps`` plus what it
+   imports; its pins conflict with current packages; NumPy 2 aliases patched in). ``--unpacked`` also times
+   ours with one sequence a row. Reported: seconds per training epoch (validation excluded for both), best
+   epoch, valid/test NDCG@10, test HR@10. Target: test NDCG@10 >= RecBole's at <= 0.5x its epoch time.
 
     python bench/seqrec.py                         # both sections
     python bench/seqrec.py --sections onepass      # section 1 only (seconds)
     python bench/seqrec.py --epochs 1 --users 3000 # quick smoke of section 2
+    python bench/seqrec.py --sections recbole --s3rec ../shared/realdata/amazon_s3rec/Beauty.txt --tag beauty
 
-Not a test: pytest does not collect it. Output: printed table + bench/out/seqrec.md (+ seqrec.json).
+Not a test: pytest does not collect it. Output: printed table + bench/out/seqrec[-tag].md (+ .json).
 """
 
 from __future__ import annotations
@@ -98,6 +105,21 @@ def make_dataset(root: Path, users: int, seed: int) -> Path:
     World(cfg, seed).write(raw)
     seqs = etl.read_finetune("reviews", raw / "finetune" / "beauty.json", "beauty")
     etl.write_finetune(seqs, None, d, d.name, 5)
+    return d
+
+
+def s3rec_dataset(root: Path, path: Path) -> Path:
+    """An S3-Rec text file (``user item1 item2 ...`` per line, chronological; e.g. the real ``Beauty.txt``)
+    as a RecBole atomic folder (our ETL's reader and writer; timestamps = order), cached by name."""
+    from pipeline.seqrec import etl
+
+    d = root / f"s3rec-{path.stem.lower()}"
+    if (d / f"{d.name}.inter").is_file():
+        return d
+    if d.exists():
+        import shutil
+        shutil.rmtree(d)
+    etl.write_finetune(etl.read_finetune("s3rec", path, d.name), None, d, d.name, 5)
     return d
 
 
@@ -253,7 +275,10 @@ def child_recbole(data: Path, epochs: int) -> dict:
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     if r.returncode or not lines:
         return {"impl": "recbole-1.2.1", "error": f"exit {r.returncode}", "log": (r.stderr or r.stdout)[-1500:]}
-    return json.loads(lines[-1][7:])
+    import resource
+    out = json.loads(lines[-1][7:])
+    out["process_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # RecBole's process
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ parent
@@ -266,9 +291,12 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--users", type=int, default=22363)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--recbole-data", default="")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--recbole-data", default="", help="a RecBole folder DIR/<name>/<name>.inter instead")
+    ap.add_argument("--s3rec", default="", help="an S3-Rec text file (e.g. the real Beauty.txt) instead")
     ap.add_argument("--unpacked", action="store_true", help="also time ours with one sequence a row")
+    ap.add_argument("--unpacked-epochs", type=int, default=2, help="epochs of that run (it is there for its time)")
+    ap.add_argument("--tag", default="", help="output bench/out/seqrec-<tag>.md instead of seqrec.md")
     ap.add_argument("--arg", nargs="*", default=[])
     a = ap.parse_args()
     if a.child == "onepass":
@@ -291,10 +319,13 @@ def main() -> None:
         md += [f"| {r['negatives']} | {r['one_pass_s']:.3f} | {r['loop_s']:.3f} | {r['speedup']:.1f}x |" for r in rows]
         md.append("")
     if "recbole" in a.sections:
-        data = Path(a.recbole_data) if a.recbole_data else make_dataset(OUT / "seqrec_data", a.users, 2024)
+        if a.s3rec:
+            data = s3rec_dataset(OUT / "seqrec_data", Path(a.s3rec))
+        else:
+            data = Path(a.recbole_data) if a.recbole_data else make_dataset(OUT / "seqrec_data", a.users, 2024)
         rows = [common.run_child(__file__, "--child", "ours", "--arg", str(data), str(a.epochs), "1")]
         if a.unpacked:
-            rows.append(common.run_child(__file__, "--child", "ours", "--arg", str(data), str(a.epochs), "0"))
+            rows.append(common.run_child(__file__, "--child", "ours", "--arg", str(data), str(a.unpacked_epochs), "0"))
         rows.append(common.run_child(__file__, "--child", "recbole", "--arg", str(data), str(a.epochs)))
         results["recbole"] = rows
         ref = rows[-1] if "error" not in rows[-1] else None
@@ -312,7 +343,8 @@ def main() -> None:
             unit = "prefixes" if r["impl"] == "recbole-1.2.1" else "sequences"
             md.append(f"| {r['impl']} | {r['train_rows']:,} | {batch} {unit} | {r['steps_per_epoch']} | "
                       f"{r['epoch_s']:.1f} | {ratio} | {r['best_epoch']}/{r['epochs']} | {r['valid_ndcg@10']:.4f} | "
-                      f"{r['test_ndcg@10']:.4f} | {r['test_hr@10']:.4f} | {r.get('ru_maxrss_mib', 0):.0f} |")
+                      f"{r['test_ndcg@10']:.4f} | {r['test_hr@10']:.4f} | "
+                      f"{r.get('process_rss_mib', r.get('ru_maxrss_mib', 0)):.0f} |")
         md += ["", "valid NDCG@10 by epoch: " + "; ".join(f"{r['impl']} {r.get('valid_curve')}" for r in rows), ""]
         if ref and "error" not in rows[0]:
             o = rows[0]
@@ -322,8 +354,9 @@ def main() -> None:
                    f"{o['epoch_s'] / ref['epoch_s']:.3f}x).", ""]
     text = "\n".join(md)
     print(text)
-    (OUT / "seqrec.md").write_text(text + "\n")
-    (OUT / "seqrec.json").write_text(json.dumps(results, indent=2))
+    tag = f"-{a.tag}" if a.tag else ""
+    (OUT / f"seqrec{tag}.md").write_text(text + "\n")
+    (OUT / f"seqrec{tag}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
