@@ -85,6 +85,16 @@ def child_onepass(negatives: int, batch: int, steps: int) -> dict:
             "loop_s": out["loop"]["step_s"], "speedup": out["loop"]["step_s"] / out["one_pass"]["step_s"]}
 
 
+def cached(d: Path) -> bool:
+    """True if the RecBole folder ``d`` was written before; otherwise clear what a broken run left there."""
+    if (d / f"{d.name}.inter").is_file():
+        return True
+    if d.exists():
+        import shutil
+        shutil.rmtree(d)
+    return False
+
+
 def make_dataset(root: Path, users: int, seed: int) -> Path:
     """A Beauty-sized synthetic set in RecBole atomic format (our ETL's writer), cached."""
     from pipeline.seqrec import etl
@@ -92,7 +102,7 @@ def make_dataset(root: Path, users: int, seed: int) -> Path:
     from pipeline.seqrec.synthetic import World
 
     d = root / f"beauty-syn-{users}"
-    if (d / f"{d.name}.inter").is_file():
+    if cached(d):
         return d
     raw = root / f"raw-{users}"
     if raw.exists():
@@ -114,11 +124,8 @@ def s3rec_dataset(root: Path, path: Path) -> Path:
     from pipeline.seqrec import etl
 
     d = root / f"s3rec-{path.stem.lower()}"
-    if (d / f"{d.name}.inter").is_file():
+    if cached(d):
         return d
-    if d.exists():
-        import shutil
-        shutil.rmtree(d)
     etl.write_finetune(etl.read_finetune("s3rec", path, d.name), None, d, d.name, 5)
     return d
 
@@ -143,7 +150,7 @@ def child_ours(data: Path, epochs: int, pack: bool = True) -> dict:
     m = build_model("id", num_items=ds.num_items, dim=HP["dim"], layers=HP["layers"], heads=HP["heads"],
                     ffn_mult=HP["ffn_mult"], max_len=HP["max_len"], dropout=HP["dropout"])
     train = pack_sequences([s[:-2] for s in ds.seqs], HP["max_len"])
-    pairs = int(((train.x[:, 1:] != 0) & (train.x[:, :-1] != 0)).sum())
+    pairs = int(SeqRecTask.positions(train.x)[2].sum())         # (prefix, next item) pairs, as the loss trains
     batch = max(1, round(HP["batch"] * len(train) / pairs))
     task = SeqRecTask(loss="ce", num_items=ds.num_items, mask_history=False, monitor="ndcg@10", pack=pack)
     valid, test = (eval_split(ds.seqs, s, HP["max_len"]) for s in ("valid", "test"))
@@ -339,9 +346,8 @@ def main() -> None:
                 md += ["", "```", r.get("log", ""), "```"]
                 continue
             ratio = f"{r['epoch_s'] / ref['epoch_s']:.3f}x" if ref else "n/a"
-            batch = r["batch_sequences"] if r["impl"] != "recbole-1.2.1" else 256
             unit = "prefixes" if r["impl"] == "recbole-1.2.1" else "sequences"
-            md.append(f"| {r['impl']} | {r['train_rows']:,} | {batch} {unit} | {r['steps_per_epoch']} | "
+            md.append(f"| {r['impl']} | {r['train_rows']:,} | {r['batch_sequences']} {unit} | {r['steps_per_epoch']} | "
                       f"{r['epoch_s']:.1f} | {ratio} | {r['best_epoch']}/{r['epochs']} | {r['valid_ndcg@10']:.4f} | "
                       f"{r['test_ndcg@10']:.4f} | {r['test_hr@10']:.4f} | "
                       f"{r.get('process_rss_mib', r.get('ru_maxrss_mib', 0)):.0f} |")
