@@ -61,7 +61,6 @@ LAYOUTS = ROOT / "conf" / "avazu_layouts.yaml"
 FEATURES_FILE = "feature_map.json"
 BATCH_ROWS = 262_144
 MIN_COUNT = 2
-ZOO = ("dnn", "widedeep", "pnn", "deepfm", "dcn", "dlrm", "dcnv2")
 TARGET_HELEN_RATIO = 2.2
 TARGET_SPEEDUP = 2.0
 TARGET_AUC_SLACK = 0.001
@@ -121,11 +120,14 @@ def _params(model: str, encoder: str, optim: str, overrides: dict | None = None)
     """params.yaml's ctr / optim / train sections with the model and optimizer swapped in."""
     import yaml
 
-    from pipeline.core.config import CtrParams, OptimParams, TrainParams, from_mapping
+    from pipeline.core.params import from_mapping
+    from pipeline.ctr.models import CtrParams
+    from pipeline.ctr.params import OptimParams, TrainParams
 
     # only the sections this benchmark uses are read (typed and checked as the pipeline does)
     data = yaml.safe_load(Path(os.environ.get("RECDAG_BENCH_PARAMS") or ROOT / "params.yaml").read_text())
-    ctr = dataclasses.replace(from_mapping(CtrParams, data["ctr"], "ctr"), model=model, encoder=encoder)
+    ctr = from_mapping(CtrParams, data["ctr"], "ctr").validate()
+    ctr = ctr.with_model(model, **({"encoder": encoder} if model == "deepfm" else {}))   # encoder: deepfm's
     opt = dataclasses.replace(from_mapping(OptimParams, data["optim"], "optim"), name=optim)
     train = dataclasses.replace(from_mapping(TrainParams, data["train"], "train"), **(overrides or {}))
     return int(data["seed"]), ctr, opt, train
@@ -135,20 +137,25 @@ def _trainer(model_name: str, encoder: str, optim: str, sizes: list[int], ckpt: 
     from pipeline.core.seeding import seed_everything
     from pipeline.core.train import Trainer
     from pipeline.ctr import baseline as bl
+    from pipeline.ctr.models import build_ctr_model
+    from pipeline.ctr.task import CtrTask
 
     seed, ctr, opt, train = _params(model_name, encoder, optim, overrides)
     seed_everything(seed)
-    model = bl.build_ctr_model(ctr, sizes)
+    model = build_ctr_model(ctr, sizes)
     rule = bl.step_rule_for(model, opt)
     shutil.rmtree(ckpt, ignore_errors=True)
     cfg = bl.loop_config(train, seed)
-    return Trainer(model, rule, cfg, embedding_params=model.embedding_parameters(), checkpoint_dir=ckpt), model
+    return Trainer(model, rule, cfg, embedding_params=model.embedding_parameters(), checkpoint_dir=ckpt,
+                   task=CtrTask(train.monitor)), model
 
 
 def child_throughput(data_dir: Path, steps: int, warmup: int, work: Path) -> dict:
+    from pipeline.ctr.models import MODELS     # the zoo: every registered model
+
     data, sizes, _ = _load(data_dir)
     train = data["train"]
-    configs = [(m, "none", "adam") for m in ZOO] + [("deepfm", "none", "sam"), ("deepfm", "none", "helen"),
+    configs = [(m, "none", "adam") for m in MODELS] + [("deepfm", "none", "sam"), ("deepfm", "none", "helen"),
                                                     ("deepfm", "gated", "adam"), ("deepfm", "gated", "helen")]
     out = []
     for model_name, encoder, optim in configs:
@@ -243,7 +250,7 @@ def child_datapath(data_dir: Path, steps: int, warmup: int, work: Path) -> dict:
 
 
 def child_train(data_dir: Path, variant: str, epochs: int, work: Path) -> dict:
-    from pipeline.core.train import ctr_metrics
+    from pipeline.ctr.task import ctr_metrics
 
     t0 = time.perf_counter()
     data, sizes, load_s = _load(data_dir, ("train", "valid", "test"))
@@ -315,7 +322,7 @@ def run_fuxictr(data_dir: Path, epochs: int) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipeline.core.train import ctr_metrics
+    from pipeline.ctr.task import ctr_metrics
 
     setup = subprocess.run([sys.executable, str(FUXI_SCRIPT), "setup", "--venv", str(FUXI_VENV)],
                                   cwd=ROOT, capture_output=True, text=True)

@@ -72,7 +72,7 @@ def _step_times(model, batch: int, fields: int, vocab: int, steps: int, warmup: 
     import torch
     import torch.nn.functional as F
 
-    from pipeline.ctr.optim import PlainAdam
+    from pipeline.core.optim import PlainAdam
 
     model.prompt_cache = cache
     rule = PlainAdam([], model.trainable_parameters(), lr_embed=1e-3, lr_net=1e-3, clip_norm=10.0)
@@ -120,14 +120,15 @@ def child_tiny(args) -> None:
                       max_position_embeddings=t["max_position_embeddings"])
         bundle = li.load_bundle(Path(d), prompt=lp["prompt"], answer_tokens=lp["answer_tokens"],
                                 dtype=torch.float32, device=torch.device("cpu"))
-    out = {"prompt_tokens": len(bundle.prompt_ids), "fields": fields, "batch": lp["batch_size"],
+    batch, hidden = p["llm_train"]["batch_size"], p["llm_ctr"]["projector_hidden"]
+    out = {"prompt_tokens": len(bundle.prompt_ids), "fields": fields, "batch": batch,
            "threads": torch.get_num_threads()}
     for phase in (1, 2):
         for cache in (True, False):
-            m = L.build_llm_ctr(_baseline(fields, dim, vocab), bundle, projector_hidden=lp["projector_hidden"],
+            m = L.build_llm_ctr(_baseline(fields, dim, vocab), bundle, projector_hidden=hidden,
                                 train_encoder=(phase == 2), prompt_cache=cache, seed=0)
             CPU_TIMES.clear()
-            ts = _step_times(m, lp["batch_size"], fields, vocab, args.steps, 2, cache)
+            ts = _step_times(m, batch, fields, vocab, args.steps, 2, cache)
             out[f"phase{phase}_{'cache' if cache else 'nocache'}_s"] = statistics.median(ts)
             out[f"phase{phase}_{'cache' if cache else 'nocache'}_cpu_s"] = statistics.median(CPU_TIMES)
     out["loadavg"] = __import__("os").getloadavg()[0]

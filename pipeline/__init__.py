@@ -1,3 +1,2 @@
 """recdag library: everything the DVC stages call. No stage paths, no params.yaml reading here."""
 
-__version__ = "0.1.0"

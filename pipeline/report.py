@@ -145,7 +145,7 @@ def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
         return f
     head = (ev.get("headline") or {}).get("x4_test_auc")
     if not head:
-        f.missing = "evaluation.json has no x4/test figures (x4 not among llm.eval_sources)"
+        f.missing = "evaluation.json has no x4/test figures (x4 not among llm_eval.sources)"
         return f
     names = [n for n in head if n != "oracle"]
     f.caption += f" [{provenance(ev)}; LLM trained on {', '.join(ev.get('llm_train_sources', []))}]"
@@ -177,7 +177,7 @@ def tenrec_protocols(metrics: Metrics) -> Figure:
         f.missing = "reports/tenrec/evaluate.json is absent (run the Tenrec branch)"
         return f
     protos = list(ev["metrics"])
-    keys = [k for k in ("auc", "like_auc", "ndcg_20", "hit_1", "mrr") if k in ev["metrics"][protos[0]]]
+    keys = [k for k in ("auc", "like_auc", "ndcg@20", "hr@1", "mrr") if k in ev["metrics"][protos[0]]]
 
     def draw(fig, ax):
         w = 0.8 / (2 * len(protos))
@@ -435,7 +435,7 @@ def headline(metrics: Metrics) -> list[str]:
         md.append("")
     te = metrics.get("tenrec/evaluate.json")
     if isinstance(te, dict) and te.get("metrics"):
-        keys = ("auc", "like_auc", "ndcg_20", "hit_1", "mrr")
+        keys = ("auc", "like_auc", "ndcg@20", "hr@1", "mrr")
         md += [f"**Tenrec ranking** ({te.get('encoder')}; {provenance(te)})", "",
                "| protocol | scorer | AUC | like-AUC | NDCG@20 | Hit@1 | MRR |", "|---|---|---|---|---|---|---|"]
         for proto, m in te["metrics"].items():

@@ -1,30 +1,110 @@
-"""The ``recdag`` command: one typer sub-command per DVC stage (``recdag <branch> <stage>``)."""
+"""The ``recdag`` command: one typer sub-command per DVC stage (``recdag <branch> <stage>``), plus tools.
+
+``COMMANDS`` is the one registry: branch -> command -> ``"module:function"`` (a ``:app`` target is a typer
+sub-app). Running a stage imports **only that stage's module** (and what it imports), so the code a stage
+runs is exactly the import closure of its module — what ``recdag dag check`` compares with dvc.yaml's
+``deps``. This dispatcher itself changes no output (it maps a command to its function and turns a
+:class:`RecdagError` into one line and exit code 2), so it is not a dependency of any stage.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import typer
 
 from pipeline.core.errors import RecdagError
-from stages import amazon, avazu, tenrec
-from stages.check_metrics import check_metrics
-from stages.report import report
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="recdag: the reproducible recsys pipeline. Stages are run by `dvc repro`.")
-app.add_typer(avazu.app, name="avazu")
-app.add_typer(tenrec.app, name="tenrec")
-app.add_typer(amazon.app, name="amazon")
-app.command("check-metrics")(check_metrics)
-app.command("report")(report)
+BRANCH_HELP = {
+    "avazu": "Avazu / LLM-CTR branch.",
+    "tenrec": "Tenrec branch: two-tower retrieval -> FAISS -> Fastformer ranking.",
+    "amazon": "Amazon scaling branch: scaled pretraining sets -> transformer pretraining -> fine-tuning.",
+}
+
+COMMANDS: dict[str, dict[str, str]] = {
+    "avazu": {
+        "download": "stages.avazu.download:download",
+        "normalize": "stages.avazu.normalize:normalize",
+        "split-valid": "stages.avazu.split_valid:split_valid",
+        "sample": "stages.avazu.sample:sample",
+        "vocab": "stages.avazu.vocab:vocab",
+        "train-baseline": "stages.avazu.train_baseline:train_baseline",
+        "compare-optimizers": "stages.avazu.compare_optimizers:compare_optimizers",
+        "llm-init": "stages.avazu.llm_init:llm_init",
+        "llm-phase": "stages.avazu.llm_phase:llm_phase",
+        "evaluate-x4": "stages.avazu.evaluate_x4:evaluate_x4",
+    },
+    "tenrec": {
+        "download": "stages.tenrec.download:download",
+        "prepare": "stages.tenrec.prepare:prepare",
+        "train-retrieval": "stages.tenrec.train_retrieval:train_retrieval",
+        "build-index": "stages.tenrec.build_index:build_index",
+        "train-ranking": "stages.tenrec.train_ranking:train_ranking",
+        "evaluate": "stages.tenrec.evaluate:evaluate",
+        "encoder-scaling": "stages.tenrec.encoder_scaling:encoder_scaling",
+    },
+    "amazon": {
+        "download": "stages.amazon.download:download",
+        "etl": "stages.amazon.etl:etl",
+        "pretrain": "stages.amazon.pretrain:pretrain",
+        "finetune": "stages.amazon.finetune:finetune",
+        "plots": "stages.amazon.plots:plots",
+    },
+    "": {                                                   # top-level commands
+        "report": "stages.report:report",
+        "check-metrics": "stages.check_metrics:check_metrics",
+        "dag": "stages.dag:app",
+        "params": "stages.params_check:app",
+    },
+}
+
+
+def resolve(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _register(app: typer.Typer, name: str, target: str) -> None:
+    obj = resolve(target)
+    if isinstance(obj, typer.Typer):
+        app.add_typer(obj, name=name)
+    else:
+        app.command(name)(obj)
+
+
+def build_app(argv: list[str] | None = None) -> typer.Typer:
+    """The typer app; when ``argv`` names one registered stage, only that stage's module is imported."""
+    app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                      help="recdag: the reproducible recsys pipeline. Stages are run by `dvc repro`.")
+    argv = list(argv or [])
+    if len(argv) >= 2 and argv[0] in BRANCH_HELP and argv[1] in COMMANDS[argv[0]]:
+        branch_names = {argv[0]: [argv[1]]}
+        top_names: list[str] = []
+    elif argv and argv[0] in COMMANDS[""]:
+        branch_names, top_names = {}, [argv[0]]
+    else:
+        branch_names = {b: list(COMMANDS[b]) for b in BRANCH_HELP}
+        top_names = list(COMMANDS[""])
+    for branch, names in branch_names.items():
+        sub = typer.Typer(no_args_is_help=True, help=BRANCH_HELP[branch])
+        for name in names:
+            _register(sub, name, COMMANDS[branch][name])
+        if len(names) == 1:          # keep `recdag <branch> <stage>` a group with one command
+            sub.callback()(lambda: None)
+        app.add_typer(sub, name=branch)
+    for name in top_names:
+        _register(app, name, COMMANDS[""][name])
+    if len(top_names) == 1 and not branch_names:
+        app.callback()(lambda: None)
+    return app
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        build_app(sys.argv[1:])()
     except RecdagError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -90,7 +90,7 @@ def test_hour_in_unknown_format(x4_project, capsys, value):
 
 def test_x1_hour_id_out_of_range(project, tiny_raw, capsys):
     set_params(project, **{"avazu.sources": ["x1"], "avazu.split_valid.sources": [], "avazu.sample.sources": [],
-                           "avazu.baseline_sources": ["x1"]})
+                           "train.sources": ["x1"]})
     shutil.copytree(tiny_raw / "x1", project / "data/avazu/raw/x1")
     valid = project / "data/avazu/raw/x1/valid.csv"
     _rewrite(valid, lambda ls: ls[:2] + [ls[2].rsplit(",", 1)[0] + ",1544300\n"] + ls[3:])

@@ -43,7 +43,7 @@ def test_repro_runs_the_branch_then_nothing(repo):
     for key in ("x4/valid", "x4/test", "x1/test", "x2/valid"):
         m = baseline["metrics"][key]
         assert 0.0 < m["auc"] < 1.0 and m["oracle_auc"] > 0.7 and "gap_to_oracle_auc" in m
-    assert (repo / "models/baseline/model.pt").is_file() and (repo / "models/baseline/config.json").is_file()
+    assert (repo / "models/avazu/baseline/model.pt").is_file() and (repo / "models/avazu/baseline/config.json").is_file()
     again = sh(repo, "dvc", "repro", TARGET)
     assert ran(again) == [] and "up to date" in again
 

@@ -1,5 +1,5 @@
 """End-to-end: `dvc repro avazu_evaluate_x4` (the Avazu branch + the LLM-CTR stages) in a scratch git+dvc
-repo on a tiny world, then `dvc exp run -S llm.prompt_cache=false` gives the same metrics."""
+repo on a tiny world, then `dvc exp run -S llm_ctr.prompt_cache=false` gives the same metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.conftest import ran, scratch_dvc_repo, set_params, sh
 
 pytestmark = pytest.mark.slow
 
-LLM_STAGES = ["avazu_evaluate_x4", "llm_phase1", "llm_phase2"]
+LLM_STAGES = ["avazu_evaluate_x4", "avazu_llm_phase@1", "avazu_llm_phase@2"]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def repo(tmp_path_factory):
         "train.epochs": 1, "train.batch_size": 512, "optim.name": "adam",
         "llm.tiny.hidden_size": 16, "llm.tiny.intermediate_size": 32, "llm.tiny.num_layers": 1,
         "llm.tiny.num_heads": 2, "llm.tiny.num_kv_heads": 1, "llm.tiny.head_dim": 8,
-        "llm.projector_hidden": 16, "llm.batch_size": 256, "llm.eval_every_steps": 2,
-        "llm.checkpoint_every_steps": 1, "llm.eval_batch_size": 2048, "llm.phase2.lr": 1e-3,
+        "llm_ctr.projector_hidden": 16, "llm_train.batch_size": 256, "llm_train.eval_every_steps": 2,
+        "llm_train.checkpoint_every_steps": 1, "llm_ctr.eval_batch_size": 2048, "llm_phase2.lr": 1e-3,
     })
     return d
 
@@ -36,7 +36,7 @@ def metrics(repo) -> dict:
 def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
     out = sh(repo, "dvc", "repro", "avazu_evaluate_x4")
     stages = ran(out)
-    assert set(LLM_STAGES + ["llm_init", "avazu_train_baseline", "avazu_vocab"]) <= set(stages)
+    assert set(LLM_STAGES + ["avazu_llm_init", "avazu_train_baseline", "avazu_vocab"]) <= set(stages)
     assert not [s for s in stages if "compare" in s or s.startswith(("amazon", "tenrec"))], stages
     ev = metrics(repo)
     assert ev["synthetic"] is True and ev["split"] == "test" and "protocol" in ev and "dataset" in ev
@@ -49,8 +49,8 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
     assert set(ev["headline"]["x4_test_auc"]) == {"baseline", "llm_phase1", "llm_phase2", "oracle"}
     assert "| x4/test |" in (repo / "reports/avazu/evaluation.md").read_text()
     # what the phases saved: the trainable parts only
-    p1 = torch.load(repo / "models/llm_phase1/model.pt", weights_only=True)
-    p2 = torch.load(repo / "models/llm_phase2/model.pt", weights_only=True)
+    p1 = torch.load(repo / "models/avazu/llm_phase1/model.pt", weights_only=True)
+    p2 = torch.load(repo / "models/avazu/llm_phase2/model.pt", weights_only=True)
     assert p1 and all(k.startswith("projector.") for k in p1)
     assert {k.split(".")[0] for k in p2} == {"projector", "encoder"}
     assert not (repo / "models/.ckpt").exists() or not any((repo / "models/.ckpt").iterdir())
@@ -65,7 +65,7 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
 
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
-    out = sh(repo, "dvc", "exp", "run", "-S", "llm.prompt_cache=false", "avazu_evaluate_x4")
+    out = sh(repo, "dvc", "exp", "run", "-S", "llm_ctr.prompt_cache=false", "avazu_evaluate_x4")
     assert ran(out) == LLM_STAGES                          # llm_init and the baseline are untouched
     ev2 = metrics(repo)
     assert ev2["llm"]["prompt_cache"] is False

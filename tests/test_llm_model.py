@@ -14,7 +14,8 @@ from pipeline.core.data import TensorData
 from pipeline.core.train import LoopConfig
 from pipeline.ctr import llm as L
 from pipeline.ctr import llm_init as li
-from pipeline.ctr.llm_train import SourceData, fit_sources, predict
+from pipeline.ctr.llm_train import SourceData, fit_sources
+from pipeline.ctr.task import CtrTask, ctr_metrics, predict_proba as predict
 from pipeline.ctr.models import build_model
 
 PROMPT = "Predict whether the user will click on this mobile ad. Answer 1 for a click and 0 for no click."
@@ -175,7 +176,7 @@ def test_bce_on_logit_difference_is_the_two_way_softmax_cross_entropy(bundle):
     p_softmax = torch.softmax(two, dim=1)[:, 1]
     torch.testing.assert_close(torch.sigmoid(d), p_softmax, atol=1e-6, rtol=1e-6)
     # the task's loss is exactly that
-    torch.testing.assert_close(L.LlmCtrTask("auc").loss(m, data.x, data.y), ce, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(CtrTask("auc").loss(m, data.x, data.y), ce, atol=1e-6, rtol=1e-6)
 
 
 def test_answer_logits_are_the_llm_logits_of_the_answer_tokens(bundle):
@@ -233,7 +234,6 @@ def test_training_learns_a_planted_rule(bundle, tmp_path):
     loop = LoopConfig(epochs=2, batch_size=64, eval_batch_size=256, patience=3, seed=0)
     res = fit_sources(m, [SourceData("a", train, valid)], lr=1e-2, clip_norm=10.0, loop=loop,
                       checkpoint_root=tmp_path / "ckpt")
-    from pipeline.core.train import ctr_metrics
 
     assert ctr_metrics(valid.y.numpy(), before)["auc"] < 0.7      # untrained: near chance
     assert res["sources"]["a"]["valid_auc"] > 0.75                 # x[:, -1] % 3 == 0 is learnt through the LLM

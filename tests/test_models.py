@@ -1,19 +1,33 @@
-"""The CTR model zoo (pipeline.ctr.models): shapes, gradient flow, the interaction layers against explicit
-formulas, the gated encoder, the registry/config round trip and the embedding/net parameter split."""
+"""The CTR model zoo (pipeline.ctr.models, pipeline.ctr.layers): shapes, gradient flow, the interaction
+layers against explicit formulas, the gated encoder, the registry/config round trip, the embedding/net
+parameter split, the ``ctr`` params section (CtrParams) and the extension point (a model registered here,
+in the test, is buildable and valid in params without touching any other file)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
+from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from pipeline.ctr.models import (
-    MODELS, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, InnerProductInteraction, MLP,
-    build_model, fm_second_order, model_config,
+from pipeline.core.errors import ConfigError
+from pipeline.core.params import from_mapping, load_stage
+from pipeline.ctr import models
+from pipeline.ctr.layers import (
+    MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, InnerProductInteraction, fm_second_order,
 )
+from pipeline.ctr.models import (
+    MODELS, CtrParams, CTRModel, ModelOptions, build_ctr_model, build_model, model_config, register,
+)
+
+PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 
 VOCAB = [7, 5, 9, 3]
 F, D, H, B = len(VOCAB), 4, [8, 8], 5
@@ -287,7 +301,6 @@ def test_build_model_errors():
     with pytest.raises(ValueError, match="hidden_units"):
         build_model("dcnv2", VOCAB, model_structure="stacked", embedding_dim=D, hidden_units=[])
     assert type(build_model("DeepFM", VOCAB, **SMALL)).__name__ == "DeepFM"
-    assert set(MODELS) == {"dnn", "widedeep", "pnn", "deepfm", "dcn", "dlrm", "dcnv2"}
 
 
 def test_defaults():
@@ -320,3 +333,175 @@ def test_net_init_is_xavier_with_zero_bias():
     w = big.mlp.mlp[0].weight
     expected_std = (2.0 / (w.shape[0] + w.shape[1])) ** 0.5
     assert abs(w.std().item() / expected_std - 1) < 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# the registry, the ctr params section and the extension point
+
+
+def ctr_section() -> dict:
+    """params.yaml's ``ctr`` section as a mapping (a fresh copy)."""
+    return copy.deepcopy(yaml.safe_load(PARAMS_YAML.read_text())["ctr"])
+
+
+def parse(section: dict) -> CtrParams:
+    return from_mapping(CtrParams, section, "ctr").validate()
+
+
+def test_registry_names_classes_and_options():
+    assert list(MODELS) == ["dnn", "widedeep", "pnn", "deepfm", "dcn", "dlrm", "dcnv2"]
+    for name, cls in MODELS.items():
+        assert cls.name == name and issubclass(cls, CTRModel)
+    with_options = {n for n, cls in MODELS.items() if cls.Options is not None}
+    assert with_options == {"deepfm", "dcn", "dcnv2", "dlrm"}
+    assert [f.name for f in dataclasses.fields(MODELS["dcnv2"].Options)] == ["num_cross_layers", "structure"]
+    with pytest.raises(ValueError, match="already registered"):
+        register("dnn")(type("Again", (CTRModel,), {}))
+    with pytest.raises(ValueError, match="collides"):
+        register("dropout")(type("Dropout", (CTRModel,), {}))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_registered_name_builds_from_params_and_round_trips(name):
+    section = ctr_section()
+    section.update(model=name, embedding_dim=D, hidden_units=H)
+    ctr = parse(section)
+    torch.manual_seed(0)
+    model = build_ctr_model(ctr, VOCAB)
+    assert type(model) is MODELS[name] and model(batch()).shape == (B,)
+    cfg = json.loads(json.dumps(model_config(model)))
+    assert cfg["name"] == name
+    torch.manual_seed(1)
+    rebuilt = build_model(**cfg)
+    assert model_config(rebuilt) == cfg
+    rebuilt.load_state_dict(model.state_dict())
+    model.eval(); rebuilt.eval()
+    assert torch.equal(model(batch()), rebuilt(batch()))
+
+
+def test_ctr_params_parse_the_params_yaml_section():
+    ctr = parse(ctr_section())
+    assert (ctr.model, ctr.embedding_dim, ctr.hidden_units, ctr.batch_norm) == ("deepfm", 16, [400, 400, 400], False)
+    assert ctr.deepfm == MODELS["deepfm"].Options(encoder="gated") and ctr.options is ctr.deepfm
+    assert ctr.dcnv2.structure == "parallel" and ctr.dlrm.interaction == "dot" and ctr.dcn.num_cross_layers == 3
+    assert ctr.model_kwargs() == {"embedding_dim": 16, "hidden_units": [400, 400, 400], "dropout": ctr.dropout,
+                                  "batch_norm": False, "encoder": "gated"}
+    # each model gets its own options only, mapped onto its constructor arguments
+    assert ctr.with_model("dcnv2").model_kwargs()["model_structure"] == "parallel"
+    assert ctr.with_model("dlrm").model_kwargs()["interaction_op"] == "dot"
+    assert "encoder" not in ctr.with_model("dnn").model_kwargs() and ctr.with_model("dnn").options is None
+    assert ctr.with_model("deepfm", encoder="none").deepfm.encoder == "none" and ctr.deepfm.encoder == "gated"
+    # the same object through the stage machinery, whole or by dotted sub-key
+    assert load_stage(PARAMS_YAML, ("ctr",), (CtrParams,)).ctr == ctr
+    view = load_stage(PARAMS_YAML, ("ctr.model", "ctr.deepfm.encoder"), (CtrParams,))
+    assert (view.ctr.model, view.ctr.deepfm.encoder) == ("deepfm", "gated")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.update(model="xyz"),
+     r"^ctr\.model: 'xyz' is not one of \['dnn', 'widedeep', 'pnn', 'deepfm', 'dcn', 'dlrm', 'dcnv2'\]$"),
+    (lambda s: s["dcnv2"].update(structure="serial"), r"^ctr\.dcnv2\.structure: 'serial' is not one of"),
+    (lambda s: s["dcnv2"].update(structur="parallel"), r"^ctr\.dcnv2\.structur: unknown key"),
+    (lambda s: s["dcn"].pop("num_cross_layers"), r"^ctr\.dcn\.num_cross_layers: missing key"),
+    (lambda s: s["dcn"].update(num_cross_layers="3"), r"^ctr\.dcn\.num_cross_layers: expected an integer"),
+    (lambda s: s["dcn"].update(num_cross_layers=-1), r"^ctr\.dcn\.num_cross_layers: -1 must be >= 0"),
+    (lambda s: s.update(dlrm="dot"), r"^ctr\.dlrm: expected a mapping"),
+    (lambda s: s.pop("deepfm"), r"^ctr\.deepfm: missing key"),
+    (lambda s: s.update(encoder="gated"), r"^ctr\.encoder: unknown key"),           # the old flat keys are gone
+    (lambda s: s.update(dcnv2_structure="parallel"), r"^ctr\.dcnv2_structure: unknown key"),
+    (lambda s: s.update(embedding_dim=0), r"^ctr\.embedding_dim: 0 must be >= 1"),
+    (lambda s: s.update(dropout=1.0), r"^ctr\.dropout: 1\.0 is not in \[0, 1\)"),
+    (lambda s: s.update(hidden_units=[400, 0]), r"^ctr\.hidden_units\[1\]: 0 must be >= 1"),
+    (lambda s: s.update(batch_norm="no"), r"^ctr\.batch_norm: expected true/false"),
+], ids=["unknown-model", "bad-structure", "unknown-sub-key", "missing-sub-key", "mistyped-sub-key",
+        "negative-cross-layers", "sub-section-not-mapping", "missing-sub-section", "old-encoder-key",
+        "old-dcnv2-key", "embedding-dim", "dropout", "hidden-units", "batch-norm"])
+def test_ctr_params_errors_name_the_key(edit, match):
+    section = ctr_section()
+    edit(section)
+    with pytest.raises(ConfigError, match=match):
+        parse(section)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """MODELS as a copy for one test: what a test registers is gone afterwards."""
+    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))
+    return models.MODELS
+
+
+def test_extension_point_a_model_registered_here_builds_and_is_valid_in_params(scratch_registry):
+    @register("scaledlr")
+    class ScaledLR(CTRModel):
+        """A tiny 8th model: the first-order term times a scale, optionally plus a bias."""
+
+        @dataclasses.dataclass(frozen=True)
+        class Options(ModelOptions):
+            scale: float
+            bias: Literal["on", "off"]
+
+            def kwargs(self) -> dict:
+                return {"logit_scale": self.scale, "use_bias": self.bias == "on"}
+
+        def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=(), dropout=0.0, batch_norm=False,
+                     logit_scale: float = 1.0, use_bias: bool = False):
+            super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True,
+                             logit_scale=float(logit_scale), use_bias=bool(use_bias))
+            self.logit_scale = float(logit_scale)
+            self.bias = nn.Parameter(torch.zeros(1)) if use_bias else None
+            self._reset_net()
+
+        def forward(self, x):
+            out = self.logit_scale * self._first_order_logit(x)
+            return out + self.bias if self.bias is not None else out
+
+    assert scratch_registry["scaledlr"] is ScaledLR and ScaledLR.name == "scaledlr"
+    section = ctr_section()
+    section.update(model="scaledlr", scaledlr={"scale": 2.0, "bias": "on"})
+    ctr = parse(section)
+    assert ctr.scaledlr == ScaledLR.Options(scale=2.0, bias="on")
+    model = build_ctr_model(ctr, VOCAB)
+    assert type(model) is ScaledLR and model.logit_scale == 2.0 and model.bias is not None
+    assert model(batch()).shape == (B,)
+    rebuilt = build_model(**json.loads(json.dumps(model_config(model))))
+    assert type(rebuilt) is ScaledLR and model_config(rebuilt) == model_config(model)
+    # its sub-section is now part of the ctr section: required and typed like everyone else's
+    section.pop("scaledlr")
+    with pytest.raises(ConfigError, match=r"^ctr\.scaledlr: missing key"):
+        parse(section)
+    with pytest.raises(ConfigError, match=r"^ctr\.scaledlr\.bias: 'maybe' is not one of"):
+        parse({**section, "scaledlr": {"scale": 2.0, "bias": "maybe"}})
+    # the existing models are untouched by the extension
+    assert type(build_ctr_model(parse({**section, "model": "deepfm", "scaledlr": {"scale": 1.0, "bias": "off"}}),
+                                VOCAB)).__name__ == "DeepFM"
+
+
+def test_extension_point_a_model_without_options_needs_no_sub_section(scratch_registry):
+    @register("lronly")
+    class LROnly(CTRModel):
+        def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=(), dropout=0.0, batch_norm=False):
+            super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True)
+
+        def forward(self, x):
+            return self._first_order_logit(x)
+
+    assert scratch_registry["lronly"] is LROnly and LROnly.Options is None
+    ctr = parse({**ctr_section(), "model": "lronly"})
+    assert ctr.options is None
+    assert type(build_ctr_model(ctr, VOCAB)) is LROnly
+
+
+def test_extension_is_gone_after_the_test():
+    assert "scaledlr" not in MODELS and "lronly" not in MODELS
+    with pytest.raises(ConfigError, match="'scaledlr' is not one of"):
+        parse({**ctr_section(), "model": "scaledlr"})
+
+
+def test_a_config_json_written_before_the_split_still_loads():
+    """The baseline's config.json format (LLM-CTR rebuilds the baseline from it) is unchanged."""
+    old = {"name": "deepfm", "vocab_sizes": VOCAB, "embedding_dim": D, "hidden_units": H, "dropout": 0.1,
+           "batch_norm": False, "encoder": "gated"}
+    model = build_model(**old)
+    assert type(model).__name__ == "DeepFM" and model.encoder is not None and model_config(model) == old
+    ctr = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "dropout": 0.1, "batch_norm": False})
+    assert model_config(build_ctr_model(ctr, VOCAB)) == old

@@ -21,7 +21,7 @@ from tests.conftest import LAYOUTS, ROOT, leftovers, set_params
 pytestmark = pytest.mark.slow
 
 SMALL = {"avazu.sources": ["x4"], "avazu.split_valid.sources": [], "avazu.sample.sources": [],
-         "avazu.baseline_sources": ["x4"], "avazu.synthetic.rows": 20_000, "ctr.embedding_dim": 8,
+         "train.sources": ["x4"], "avazu.synthetic.rows": 20_000, "ctr.embedding_dim": 8,
          "ctr.hidden_units": [32, 32], "train.epochs": 2, "train.batch_size": 256,
          "train.checkpoint_every_steps": 5, "optim.name": "helen"}
 DATA_STAGES = (("avazu", "download"), ("avazu", "normalize", "x4"), ("avazu", "vocab"))
@@ -74,8 +74,8 @@ def test_same_params_same_outputs(first, tmp_path):
     # data outputs: byte-identical files
     assert digest_tree(first / "data") == digest_tree(second / "data")
     # the model: bit-identical weights; the metrics: identical but for the wall time
-    a = torch.load(first / "models/baseline/model.pt", weights_only=True)
-    b = torch.load(second / "models/baseline/model.pt", weights_only=True)
+    a = torch.load(first / "models/avazu/baseline/model.pt", weights_only=True)
+    b = torch.load(second / "models/avazu/baseline/model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert metrics_without_times(first / "reports/avazu/baseline.json") == \
         metrics_without_times(second / "reports/avazu/baseline.json")
@@ -105,14 +105,14 @@ def test_sigkill_mid_epoch_then_resume(first, tmp_path):
     assert 0 < ckpt["state"]["global_step"] < SMALL["train.epochs"] * steps_per_epoch   # killed mid-run
     assert ckpt["state"]["step_in_epoch"] > 0                                          # ... mid-epoch
     # no half-written outs: the declared outs do not exist, no temporary siblings are left in them
-    assert not (root / "models/baseline").exists() and not (root / "reports/avazu/baseline.json").exists()
+    assert not (root / "models/avazu/baseline").exists() and not (root / "reports/avazu/baseline.json").exists()
     assert leftovers(root) == [], "an atomic write left a temporary sibling behind"
     # re-run: resumes from last.pt and ends where the uninterrupted run ended
     r = recdag(root, "avazu", "train-baseline")
     assert "resumed from" in r.stderr
     assert metrics_without_times(root / "reports/avazu/baseline.json") == \
         metrics_without_times(first / "reports/avazu/baseline.json")
-    a = torch.load(first / "models/baseline/model.pt", weights_only=True)
-    b = torch.load(root / "models/baseline/model.pt", weights_only=True)
+    a = torch.load(first / "models/avazu/baseline/model.pt", weights_only=True)
+    b = torch.load(root / "models/avazu/baseline/model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list((root / "models/.ckpt").glob("baseline-*"))        # the resume point is cleaned up

@@ -92,3 +92,16 @@ def test_finetune_sets_tokenizer_and_oracle(world, tmp_path):
     assert o is not None and o.pi.shape == (60, 16) and np.allclose(o.pi.sum(1), 1, atol=1e-5)
     world_info = json.loads((raw / "oracle" / "world.json").read_text())
     assert world_info["stay"] == CFG.stay
+
+
+def test_finetune_sets_in_one_call_and_no_pool_user_among_them(world, tmp_path):
+    raw, out, report, ft, exclude, info, pool_meta = world
+    tok = etl.train_tokenizer((t for r in etl.iter_meta(pool_meta) for t in (r["title"], r["brand"]) if t), 300)
+    meta = etl.read_meta_dict(out / "work" / "meta.parquet", {i for s in ft.values() for q in s.items for i in q})
+    rep = etl.write_finetune_sets(ft, {"beauty": "reviews", "sports": "reviews"}, meta, tmp_path, tok, min_inter=5,
+                                  max_title=40, max_brand=8)
+    assert set(rep) == {"beauty", "sports"} and rep["beauty"]["format"] == "reviews"
+    assert rep["beauty"]["users"] == 60 and rep["beauty"]["tokenizer_coverage"]["title"]["unk_rate"] < 0.05
+    assert (tmp_path / "amazon-sports" / "amazon-sports.item").is_file()
+    assert etl.users_in_sets(out / "pre", exclude) == 0
+    assert etl.users_in_sets(tmp_path, exclude) == info["finetune"]["beauty"] + info["finetune"]["sports"]

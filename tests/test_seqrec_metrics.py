@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.core.ranking import target_ranks
 from pipeline.seqrec.synthetic import Oracle
-from pipeline.seqrec.train import (EvalSet, SeqRecTask, eval_split, pack_sequences, rank_metrics, rank_of_target,
-                                   sample_negatives)
+from pipeline.seqrec.train import EvalSet, SeqRecTask, eval_split, pack_sequences, sample_negatives, split_metrics
 
 
 def test_rank_metrics_by_hand():
     ranks = np.array([0, 1, 4, 9, 30])
-    m = rank_metrics(ranks)
+    m = split_metrics(ranks)
+    assert list(m) == ["ndcg@5", "hr@5", "ndcg@10", "hr@10", "ndcg@20", "hr@20"]       # the pinned reports' order
     assert m["hr@5"] == pytest.approx(3 / 5) and m["hr@10"] == pytest.approx(4 / 5) and m["hr@20"] == pytest.approx(4 / 5)
     assert m["ndcg@5"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 5)
     assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6) + 1 / math.log2(11)) / 5)
@@ -21,7 +22,7 @@ def test_rank_metrics_by_hand():
 
 def test_pessimistic_ties():
     s = np.array([[0.5, 0.9, 0.5, 0.1], [1.0, 0.0, 0.0, 0.0]])
-    assert rank_of_target(s, np.array([0, 0])).tolist() == [2, 0]
+    assert target_ranks(s, np.array([0, 0])).tolist() == [2, 0]
 
 
 class Fixed(torch.nn.Module):
@@ -86,3 +87,70 @@ def test_oracle_scores_follow_the_planted_process():
     # items 3, 4: 0.5 * 0.8 = 0.4 each, p = 0.5
     assert s == pytest.approx([0.6, 0.2, 0.2])
     assert s.sum() == pytest.approx(1.0)
+
+
+# ---- the evaluation through pipeline.core.ranking gives the numbers of seqrec's former own rank code
+
+def _old_rank_of_target(scores, target_col):
+    t = scores[np.arange(len(scores)), target_col][:, None]
+    return (scores > t).sum(1) + (scores == t).sum(1) - 1
+
+
+def _old_rank_metrics(ranks, prefix=""):
+    out = {}
+    for k in (5, 10, 20):
+        hit = ranks < k
+        out[f"{prefix}ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)))
+        out[f"{prefix}hr@{k}"] = float(np.mean(hit))
+    return out
+
+
+def _old_evaluate(task, scores, data, oracle, cands):
+    """The pre-core evaluation (rank loops included), on the Fixed model's scores."""
+    ranks, oranks = [], []
+    for r, (u, hist, t) in enumerate(zip(data.users, data.full_hist, data.target)):
+        if cands is not None:
+            c = cands[r]
+            s = np.asarray(scores[r], dtype=np.float32)[c]
+            s[c == 0] = -np.inf
+            ranks.append(_old_rank_of_target(s[None], np.array([0]))[0])
+            so = oracle.scores(int(u), hist, np.maximum(c, 1))
+            so[c == 0] = -np.inf
+            oranks.append(int((so > so[0]).sum() + (so == so[0]).sum() - 1))
+        else:
+            s = np.asarray(scores[r], dtype=np.float32).copy()
+            s[0] = -np.inf
+            so = oracle.scores(int(u), hist, np.arange(1, task.num_items + 1))
+            if task.mask_history:
+                keep = hist[hist != t]
+                s[keep] = -np.inf
+                so[keep - 1] = -np.inf
+            ranks.append(_old_rank_of_target(s[None], np.array([t]))[0])
+            oranks.append(int((so > so[t - 1]).sum() + (so == so[t - 1]).sum() - 1))
+    return {**_old_rank_metrics(np.asarray(ranks)), **_old_rank_metrics(np.asarray(oranks), "oracle_")}
+
+
+@pytest.mark.parametrize("protocol,mask", [("full_ranking", True), ("full_ranking", False), ("sampled_4", True)])
+def test_numbers_equal_the_former_rank_code_with_ties(protocol, mask):
+    g = np.random.default_rng(7)
+    n_items, users = 12, 40
+    scores = np.round(g.random((users, n_items + 1)), 1)                     # quantised: many ties
+    scores[:, 0] = 0.0
+    full = [g.choice(np.arange(1, n_items + 1), size=int(g.integers(2, 6)), replace=False) for _ in range(users)]
+    data = EvalSet("test", torch.tensor(np.stack([np.pad(h[:-1], (5 - len(h[:-1]), 0)) for h in full])),
+                   np.array([h[-1] for h in full]), np.arange(users), [h[:-1] for h in full])
+    assert sum(int((scores[r, 1:] == scores[r, h[-1]]).sum()) > 1 for r, h in enumerate(full)) > 10   # target ties
+    cl = np.concatenate([[0], np.repeat(np.arange(3), 4)])
+    oracle = Oracle(cl, np.concatenate([[0.0], np.round(g.random(n_items), 1) + 0.1]), g.dirichlet(np.ones(3), users),
+                    0.5)
+    t = SeqRecTask(loss="ce", num_items=n_items, protocol=protocol, eval_negatives=4, mask_history=mask, oracle=oracle,
+                   seed=3)
+    got = t.evaluate_model(FixedN(scores), data, with_oracle=True)
+    cands = t._candidates(data) if protocol != "full_ranking" else None
+    want = _old_evaluate(t, scores, data, oracle, cands)
+    assert {k: got[k] for k in want} == want                                 # exactly, not approximately
+
+
+class FixedN(Fixed):
+    def all_item_vectors(self):
+        return torch.eye(self.scores.shape[1])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.core.optim import OneCycleAdam, one_cycle_lr
 from pipeline.seqrec.model import build_model, parameter_counts
-from pipeline.seqrec.train import OneCycleAdam, SeqRecTask, one_cycle_lr
+from pipeline.seqrec.train import SeqRecTask
 
 N_ITEMS, VOCAB = 30, 50
 

@@ -14,7 +14,7 @@ TINY = {"tenrec.synthetic.users": 300, "tenrec.synthetic.items": 600, "tenrec.sy
         "tenrec.synthetic.categories": 8, "retrieval.epochs": 2, "retrieval.batch_size": 512,
         "retrieval.eval_users": 0, "retrieval.num_negatives": 31, "ann.top_k": 50, "ann.recall_at": [10, 50],
         "ann.ivf_nlist": 8, "ann.ivf_nprobe": 4, "ranking.epochs": 2, "ranking.batch_size": 256,
-        "ranking.eval_users": 0, "ranking.sampled_negatives": 49, "ranking.rerank_k": 20,
+        "ranking.eval_users": 0, "ranking.sampled_negatives": 49, "ranking_eval.rerank_k": 20,
         "ranking.targets_per_user": 2}
 STAGES = ["tenrec_build_index", "tenrec_download", "tenrec_evaluate", "tenrec_prepare", "tenrec_train_ranking",
           "tenrec_train_retrieval"]
@@ -36,18 +36,22 @@ def test_repro_runs_the_tenrec_branch(repo):
     assert prep["synthetic"] is True and prep["ctr_rows"] + prep["dropped_in_history"] == prep["rows"]
     retr = json.loads((repo / "reports/tenrec/retrieval.json").read_text())
     t = retr["metrics"]["test"]
-    assert 0 <= t["recall_50"] <= t["recall_200"] <= 1 and t["oracle_recall_200"] > t["oracle_recall_10"]
+    assert 0 <= t["recall@50"] <= t["recall@200"] <= 1 and t["oracle_recall@200"] > t["oracle_recall@10"]
+    curve = json.loads((repo / "reports/tenrec/retrieval_curve.json").read_text())
+    assert curve and all(0 <= row["valid_recall@100"] <= 1 for row in curve)
     idx = json.loads((repo / "reports/tenrec/index.json").read_text())
     assert idx["index"] == "hnsw" and idx["metrics"]["test"]["ann_recall_vs_exact"] > 0.8
     ev = json.loads((repo / "reports/tenrec/evaluate.json").read_text())
     assert ev["protocol"] == ["sampled_50", "retrieved_top_20"] and ev["encoder"] == "fastformer"
     s = ev["metrics"]["sampled_50"]
-    for key in ("auc", "ndcg_20", "hit_1", "mrr", "oracle_auc", "oracle_ndcg_20", "oracle_mrr"):
+    for key in ("auc", "ndcg@20", "hr@1", "mrr", "oracle_auc", "oracle_ndcg@20", "oracle_mrr"):
         assert 0.0 <= s[key] <= 1.0, key
     assert s["oracle_auc"] > 0.6 and s["positive_in_candidates"] == 1.0
     r = ev["metrics"]["retrieved_top_20"]
-    assert r["positive_in_candidates"] < 1.0 and r["hit_1"] <= r["positive_in_candidates"]
-    assert "| sampled_50 | oracle |" in (repo / "reports/tenrec/evaluate.md").read_text()
+    assert r["positive_in_candidates"] < 1.0 and r["hr@1"] <= r["positive_in_candidates"]
+    md = (repo / "reports/tenrec/evaluate.md").read_text()
+    assert "| sampled_50 | oracle |" in md and "| ndcg@20 | hr@1 | mrr |" in md
+    assert all("valid_ndcg@20" in row for row in json.loads((repo / "reports/tenrec/ranking_curve.json").read_text()))
     for path in ("models/tenrec/retrieval/model.pt", "models/tenrec/ranking/model.pt",
                  "data/tenrec/candidates/candidates.npz", "data/tenrec/embeddings/embeddings.npz"):
         assert (repo / path).is_file(), path
@@ -67,7 +71,11 @@ def test_exp_run_switches_encoder_and_index(repo):
     assert ran(out) == ["tenrec_build_index", "tenrec_evaluate"]
     idx = json.loads((repo / "reports/tenrec/index.json").read_text())
     m = idx["metrics"]["test"]
-    assert idx["index"] == "flat" and m["ann_recall_vs_exact"] == 1.0 and m["recall_50"] == m["exact_recall_50"]
+    assert idx["index"] == "flat" and m["ann_recall_vs_exact"] == 1.0 and m["recall@50"] == m["exact_recall@50"]
+    out = sh(repo, "dvc", "exp", "run", "-S", "ranking_eval.rerank_k=10", "tenrec_evaluate")
+    assert ran(out) == ["tenrec_evaluate"]                        # its own section: the ranker is not retrained
+    ev = json.loads((repo / "reports/tenrec/evaluate.json").read_text())
+    assert ev["protocol"] == ["sampled_50", "retrieved_top_10"]
 
 
 def test_bad_local_file_fails_cleanly_with_nothing_written(tmp_path, monkeypatch, capsys):

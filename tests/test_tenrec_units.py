@@ -13,9 +13,10 @@ from pipeline.core.errors import ConfigError, DataError
 from pipeline.tenrec import ann
 from pipeline.tenrec.fastformer import Encoder, FastformerAttention, FastformerLayer
 from pipeline.tenrec.formats import COLUMNS, UserChunker, iter_log
-from pipeline.tenrec.metrics import pooled_auc, positive_ranks, protocol_metrics, ranking_metrics
+from pipeline.tenrec.metrics import beside_oracle, pooled_auc, protocol_metrics
 from pipeline.tenrec.prepare import gen_ctr_chunk, load_sequences, prepare, split_users
-from pipeline.tenrec.retrieval import NegativeSampler, sampled_softmax_logits
+from pipeline.tenrec.retrieval import EXACT_KS, NegativeSampler, QuerySet, RetrievalTask, catalogue_ranks, \
+    sampled_softmax_logits
 
 HEADER = ",".join(COLUMNS)
 
@@ -231,27 +232,106 @@ def test_flat_index_returns_exact_results_and_filters_history():
     assert ann.overlap_recall(approx, exact) > 0.9
     ivf = ann.build_index(vecs, "ivfpq", nlist=8, nprobe=8, pq_m=4, pq_nbits=6)
     assert ann.search(ivf, q, 10)[0].shape == (20, 10)
-    assert ann.hit_recall(exact, exact[:, 3], [1, 5]) == {"recall_1": 0.0, "recall_5": 1.0}
+    assert ann.recall_metrics(exact, exact[:, 3], [1, 5]) == {"recall@1": 0.0, "recall@5": 1.0}
+
+
+def test_ann_recall_from_candidate_positions_by_hand():
+    cands = np.array([[7, 3, 9, -1],          # target 3 at position 1
+                      [4, 5, 6, 8],           # target 8 at position 3
+                      [1, 2, -1, -1],         # target 6 not retrieved (short row): a miss
+                      [6, 2, 3, 1]])          # target 6 first
+    target = np.array([3, 8, 6, 6])
+    assert ann.recall_metrics(cands, target, [1, 2, 4]) == {"recall@1": 0.25, "recall@2": 0.5, "recall@4": 0.75}
+    assert ann.recall_metrics(cands, target, [2], prefix="exact_") == {"exact_recall@2": 0.5}
 
 
 # -------------------------------------------------------------------------------------------- metrics
 def test_ranking_metrics_against_hand_computed_examples():
     scores = np.array([[0.9, 0.1, 0.5, 0.2],      # positive first: rank 0
                        [0.3, 0.8, 0.1, 0.6],      # positive (col 0) below 2 others: rank 2
-                       [0.4, 0.4, 0.1, 0.0],      # tie with one other: resolved against the positive -> 1
+                       [0.4, 0.4, 0.1, 0.0],      # tie with one other: counts against the positive -> 1
                        [0.9, 0.8, 0.7, 0.6]])     # no positive among the candidates (retriever missed)
     positive = np.zeros_like(scores, bool)
     positive[:3, 0] = True
     valid = np.ones_like(positive)
-    assert positive_ranks(scores, positive, valid).tolist() == [0, 2, 1, -1]
-    m = ranking_metrics(scores, positive, valid, k=2)
-    assert m["hit_1"] == pytest.approx(1 / 4)
+    liked = positive & np.array([True, False, False, False])[:, None]
+    m = protocol_metrics(scores, scores, positive, liked, valid, k=2)
+    assert set(m) == {"auc", "like_auc", "ndcg@2", "hr@1", "mrr", "positive_in_candidates"}
+    assert m["hr@1"] == pytest.approx(1 / 4)
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 4)
-    assert m["ndcg_2"] == pytest.approx((1 + 0 + 1 / math.log2(3)) / 4)     # rank 2 is outside @2
+    assert m["ndcg@2"] == pytest.approx((1 + 0 + 1 / math.log2(3)) / 4)     # rank 2 is outside @2
     assert m["positive_in_candidates"] == 0.75
     valid2 = valid.copy()
     valid2[1, 1] = False                                                    # an empty slot does not count
-    assert positive_ranks(scores, positive, valid2)[1] == 1
+    assert protocol_metrics(scores, scores, positive, liked, valid2, k=2)["ndcg@2"] == pytest.approx(
+        (1 + 1 / math.log2(3) + 1 / math.log2(3)) / 4)
+    const = np.ones_like(scores)                                            # a constant scorer ranks last
+    mc = protocol_metrics(const, const, positive, liked, valid, k=2)
+    assert mc["hr@1"] == 0.0 and mc["mrr"] == pytest.approx(3 * (1 / 4) / 4)
+
+
+def test_beside_oracle():
+    m = {"auc": 0.7, "positive_in_candidates": 0.5}
+    assert beside_oracle(m, None) == m
+    assert beside_oracle(m, {"auc": 0.9, "positive_in_candidates": 0.5}, skip=("positive_in_candidates",)) == {
+        "auc": 0.7, "positive_in_candidates": 0.5, "oracle_auc": 0.9}
+
+
+def _queries(target, mask_rows=(), mask_items=()):
+    n = len(target)
+    return QuerySet("test", np.arange(n), torch.zeros(n, 5, dtype=torch.int32), np.asarray(target),
+                    np.asarray(mask_rows, dtype=np.int64), np.asarray(mask_items, dtype=np.int64))
+
+
+def test_retrieval_catalogue_ranks_by_hand_ties_count_against_the_target():
+    # items 0..5 (0 = padding, never counted); one row per query
+    scores = torch.tensor([[9.0, 0.5, 0.9, 0.1, 0.7, 0.3],     # target 4 (0.7): item 2 higher -> 1
+                           [9.0, 0.5, 0.5, 0.5, 0.1, 0.2],     # target 1 (0.5) ties items 2, 3 -> 0 + 2 = 2
+                           [9.0, 0.4, 0.8, 0.4, 0.9, 0.0],     # target 3 (0.4); item 4 (0.9) excluded ->
+                           [0.0, 0.2, 0.2, 0.2, 0.2, 0.2]])    #   item 2 higher + item 1 tied = 2
+    # row 3: everything ties at 0.2; items 2, 3 excluded -> the live items 1 and 4 tie with target 5 -> 2
+    q = _queries([4, 1, 3, 5], mask_rows=[2, 3, 3], mask_items=[4, 2, 3])
+    ranks = catalogue_ranks(lambda a, b: scores[a:b].clone(), q, 4, batch=3)   # batches split the rows
+    assert ranks.tolist() == [1, 2, 2, 2]                     # strictly-higher counting would give [1, 0, 1, 0]
+    from pipeline.core.ranking import rank_metrics
+
+    assert rank_metrics(ranks, recall=(1, 2, 3)) == {"recall@1": 0.0, "recall@2": 0.25, "recall@3": 1.0}
+    # a held-out item that is itself excluded (a re-click) cannot be retrieved: missed
+    q2 = _queries([4], mask_rows=[0], mask_items=[4])
+    assert catalogue_ranks(lambda a, b: scores[:1].clone(), q2, 1).tolist() == [-1]
+
+
+def test_retrieval_task_monitor_and_keys_by_hand():
+    class Towers(torch.nn.Module):
+        """User vectors from column 0 of x; four items on the unit circle (ties between items 2 and 3)."""
+
+        def __init__(self):
+            super().__init__()
+            self.items = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
+
+        def user_vec(self, x):
+            return torch.stack([torch.tensor([1.0, 0.0]) if int(u) == 0 else torch.tensor([0.0, 1.0])
+                                for u in x[:, 0]])
+
+        def all_item_vecs(self):
+            return self.items
+
+    sampler = NegativeSampler(4, None, "uniform", 0.0)
+    task = RetrievalTask(sampler, num_negatives=2, temperature=1.0, logq=False, mask_hits=True, monitor_k=2,
+                         eval_batch=8)
+    assert task.monitor == "recall@2" and task.ks == tuple(sorted(set(EXACT_KS) | {2}))
+    q = QuerySet("valid", np.array([0, 1]), torch.tensor([[0, 0, 0, 1, 0], [1, 0, 0, 3, 0]], dtype=torch.int32),
+                 np.array([1, 3]), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    class T:
+        raw_model = Towers()
+
+    m = task.evaluate(T, q)
+    # user 0: target 1 scores 1, nothing higher -> rank 0; user 1: target 3 ties item 2 -> rank 1
+    assert m["recall@2"] == 1.0 and m["recall@10"] == 1.0 and set(m) == {f"recall@{k}" for k in task.ks}
+    task1 = RetrievalTask(sampler, num_negatives=2, temperature=1.0, logq=False, mask_hits=True, monitor_k=1,
+                          eval_batch=8)
+    assert task1.evaluate(T, q)["recall@1"] == 0.5          # the tie with item 2 costs user 1 the top slot
 
 
 def test_pooled_auc_matches_sklearn_and_protocol_metrics():
@@ -306,14 +386,52 @@ def test_header_only_and_noncontiguous_across_batches(tmp_path):
 
 
 def test_params_validation_names_the_key():
-    from pipeline.core.config import load_params
+    from pipeline.core.params import load_all
+    from pipeline.tenrec.params import CHECKS, SECTIONS
     from tests.conftest import ROOT
 
-    with pytest.raises(ConfigError, match="ann.index"):
-        load_params(ROOT / "params.yaml", {"ann.index": "annoy"})
-    with pytest.raises(ConfigError, match="ranking.num_heads"):
-        load_params(ROOT / "params.yaml", {"ranking.num_heads": 3})
-    with pytest.raises(ConfigError, match="tenrec.min_clicks"):
-        load_params(ROOT / "params.yaml", {"tenrec.min_clicks": 2})
-    with pytest.raises(ConfigError, match="retrieval.sampler"):
-        load_params(ROOT / "params.yaml", {"retrieval.sampler": "zipf"})
+    def load(**overrides):
+        return load_all(ROOT / "params.yaml", SECTIONS, CHECKS, overrides=overrides)
+
+    p = load()
+    assert p.ranking_eval.rerank_k <= p.ann.top_k and p.encoder_scaling.lengths
+    for key, value in (("ann.index", "annoy"), ("ranking.num_heads", 3), ("tenrec.min_clicks", 2),
+                       ("retrieval.sampler", "zipf"), ("ranking_eval.rerank_k", 0), ("encoder_scaling.lengths", []),
+                       ("encoder_scaling.lengths", [32, 0])):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load(**{key: value})
+    with pytest.raises(ConfigError, match="ranking_eval.rerank_k: 300 > ann.top_k 200"):
+        load(**{"ranking_eval.rerank_k": 300})
+    with pytest.raises(ConfigError, match="ann.pq_m: 5 does not divide retrieval.embedding_dim 32"):
+        load(**{"ann.index": "ivfpq", "ann.pq_m": 5})
+    with pytest.raises(ConfigError, match="ranking.scaling_lengths: unknown key"):
+        load(**{"ranking.scaling_lengths": [32]})
+
+
+STAGES = ("download", "prepare", "train_retrieval", "build_index", "train_ranking", "evaluate", "encoder_scaling")
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_params_load_and_cross_checks_follow_the_declared_sections(name):
+    """Each stage loads its PARAMS from the repo's params.yaml; a cross-section check runs only in the stages
+    that load both of its sections (build_index: ann + retrieval; evaluate: ranking_eval + ann)."""
+    import importlib
+
+    from pipeline.core.params import UndeclaredParam, load_stage
+    from pipeline.tenrec.params import CHECKS, SECTIONS
+    from tests.conftest import ROOT
+
+    mod = importlib.import_module(f"stages.tenrec.{name}")
+    view = load_stage(ROOT / "params.yaml", mod.PARAMS, SECTIONS, CHECKS)
+    src = open(mod.__file__, encoding="utf-8").read()
+    assert "pipeline.core.config" not in src and "pipeline.ctr" not in src
+    bad = {"ann.index": "ivfpq", "ann.pq_m": 5, "ranking_eval.rerank_k": 201}
+    if name in ("build_index", "evaluate"):
+        with pytest.raises(ConfigError, match="ann.pq_m" if name == "build_index" else "ranking_eval.rerank_k"):
+            load_stage(ROOT / "params.yaml", mod.PARAMS, SECTIONS, CHECKS, overrides=bad)
+    else:
+        load_stage(ROOT / "params.yaml", mod.PARAMS, SECTIONS, CHECKS, overrides=bad)
+    if name == "train_ranking":                                  # ranking whole; rerank_k moved out
+        assert "ranking" in mod.PARAMS and not hasattr(view.ranking, "rerank_k")
+        with pytest.raises(UndeclaredParam):
+            view.tenrec.scenario

@@ -10,6 +10,7 @@ from torch import nn
 from pipeline.core.data import TensorData
 from pipeline.core.train import LoopConfig, Trainer
 from pipeline.ctr.optim import Helen, build_step_rule
+from pipeline.ctr.task import CtrTask
 
 
 class Tiny(nn.Module):
@@ -47,10 +48,11 @@ def make(rule="adam", dropout=0.0, seed=0, **rule_kw):
     return m, r
 
 
-def trainer(m, r, tmp, **cfg):
+def trainer(m, r, tmp, monitor="auc", **cfg):
     c = dict(epochs=4, batch_size=64, seed=3, patience=2)
     c.update(cfg)
-    return Trainer(m, r, LoopConfig(**c), embedding_params=[t.weight for t in m.tables], checkpoint_dir=tmp)
+    return Trainer(m, r, LoopConfig(**c), embedding_params=[t.weight for t in m.tables], checkpoint_dir=tmp,
+                   task=CtrTask(monitor))
 
 
 def test_training_improves_auc(tmp_path):

@@ -1,1 +1,1 @@
-"""Shared core: config, io, errors, seeding."""
+"""Shared core, branch-free: params machinery, io, errors, seeding, the one training loop, shared optimizers, ranking metrics, pins."""

@@ -41,7 +41,8 @@ class TensorData:
         for p, f in zip(paths, files):
             missing = [c for c in (label, *features) if c not in f.schema_arrow.names]
             if missing:
-                raise DataError(p, "missing column", field=missing[0], expected="an encoded Avazu split")
+                raise DataError(p, "missing column", field=missing[0],
+                                expected=f"an int32 parquet with columns {label!r} and {len(features)} features")
         has_oracle = all(oracle in f.schema_arrow.names for f in files)
         n = sum(f.metadata.num_rows for f in files)
         x = np.empty((n, len(features)), dtype=np.int32)

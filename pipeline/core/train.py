@@ -1,12 +1,12 @@
-"""The one training loop, shared by every branch.
+"""The one training loop, shared by every branch (FuxiCTR's semantics for early stopping and lr decay).
 
-What it does (FuxiCTR semantics where CTR is concerned):
+What it does:
 
-* loss = BCE-with-logits + ``embedding_regularizer``/2 · Σ‖E‖² over whole embedding tables
+* loss = the task's loss of a batch + ``embedding_regularizer``/2 · Σ‖E‖² over whole embedding tables
   + ``net_regularizer``/2 · Σ‖W‖² over every other parameter;
-* one optimizer step per batch through a step rule (``rule.step(x, closure)``: Adam with grad-norm
-  clipping, SAM, Helen — see ``pipeline.ctr.optim``);
-* evaluation every epoch or every ``eval_every_steps``; the monitor is AUC or AUC − logloss;
+* one optimizer step per batch through a step rule (``rule.step(x, closure)``; the shared ones are in
+  :mod:`pipeline.core.optim`, a branch may add its own);
+* evaluation every epoch or every ``eval_every_steps``; the monitored figure is the task's ``monitor`` key;
 * on an improving evaluation the best checkpoint is saved; on every non-improving one the learning rates are
   multiplied by ``lr_decay`` (floor ``min_lr``) and after ``patience`` of them in a row training stops;
   the best checkpoint is reloaded before the final evaluation;
@@ -17,10 +17,10 @@ What it does (FuxiCTR semantics where CTR is concerned):
 * TensorBoard scalars, a tqdm bar, and torchrun/DDP: every rank trains on its shard, evaluation is
   sharded and gathered, rank 0 alone writes files.
 
-What is trained for is a :class:`Task`: the loss of one batch and the evaluation of a split, with the
-name of the metric to monitor. :class:`CtrTask` (BCE on logits, AUC/logloss) is the default; the other
-branches (retrieval, ranking, sequential recommendation) pass their own task, so they share this loop
-(early stopping, lr reduction, resume, best reload, TensorBoard, DDP) instead of writing another. A step
+What is trained for is a :class:`Task` (required): the loss of one batch and the evaluation of a split,
+with the name of the metric to monitor. Each branch passes its own (pointwise CTR, retrieval, ranking,
+sequential recommendation), so they all share this loop (early stopping, lr reduction, resume, best
+reload, TensorBoard, DDP) instead of writing another. A step
 rule that needs a per-step learning-rate schedule (e.g. one-cycle) applies it inside ``rule.step`` and
 keeps its state in ``rule.state_dict()``, so resume covers it; set ``lr_decay: 1.0`` to switch the
 plateau reduction off.
@@ -30,21 +30,22 @@ Checkpoints are plain state_dicts loaded with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.core.data import TensorData
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ class LoopConfig:
     epochs: int
     batch_size: int                  # global batch (split across DDP ranks)
     eval_every_steps: int = 0        # 0: evaluate once per epoch
-    monitor: str = "auc"             # auc | auc_minus_logloss
     patience: int = 2
     lr_decay: float = 0.1
     min_lr: float = 1e-6
@@ -98,12 +98,6 @@ def init_distributed() -> tuple[int, int]:
     return dist_info()
 
 
-def ctr_metrics(y: np.ndarray, p: np.ndarray) -> dict:
-    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
-    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
-    return {"auc": auc, "logloss": float(log_loss(y, p, labels=[0, 1]))}
-
-
 class Task:
     """What the loop optimises and how it evaluates. Subclass for a branch; every method gets the model
     the loop trains (``model`` may be the DDP wrapper; ``trainer.raw_model`` is the bare module).
@@ -112,7 +106,7 @@ class Task:
     (higher is better). Every numeric value of that dict is logged and kept in the history as ``valid_<k>``.
     """
 
-    monitor: str = "auc"
+    monitor: str
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -121,31 +115,23 @@ class Task:
         raise NotImplementedError
 
 
-class CtrTask(Task):
-    """Pointwise CTR: BCE-with-logits on ``model(x)``; AUC and logloss; monitor AUC or AUC − logloss."""
-
-    def __init__(self, monitor: str = "auc"):
-        if monitor not in ("auc", "auc_minus_logloss"):
-            raise ValueError(f"CtrTask monitor: {monitor}")
-        self.monitor = monitor
-
-    def loss(self, model, x, y):
-        return F.binary_cross_entropy_with_logits(model(x), y)
-
-    def evaluate(self, trainer: "Trainer", data: TensorData) -> dict:
-        m = ctr_metrics(data.y.numpy(), trainer.predict(data))
-        m["auc_minus_logloss"] = m["auc"] - m["logloss"]
-        return m
-
-
 def run_key(*parts) -> str:
     """A short stable hash of everything a run depends on: resume checkpoint folders are keyed by it, so a
     run never resumes from a checkpoint written under other params or data."""
-    import hashlib
-    import json
-
     blob = json.dumps(parts, sort_keys=True, default=lambda o: getattr(o, "__dict__", str(o)))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def resumable(root: Path, name: str, *key_parts) -> Iterator[Path]:
+    """The run-key / checkpoint-folder / clean-up pattern of every training stage: yields
+    ``root/<name>-<run_key(key_parts)>`` for the Trainer's checkpoints; removed when the block finishes
+    (after the stage wrote its outputs), kept when it raises or the process is killed, so a re-run with the
+    same params and data resumes from it."""
+    d = Path(root) / f"{name}-{run_key(*key_parts)}"
+    yield d
+    if dist_info()[0] == 0:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -158,7 +144,7 @@ class Trainer:
     """Trains ``model`` with a step rule; ``embedding_params`` are regularised by embedding_regularizer."""
 
     def __init__(self, model: nn.Module, rule, config: LoopConfig, *, embedding_params: list[torch.Tensor],
-                 checkpoint_dir: Path, tb_dir: Path | None = None, task: Task | None = None):
+                 checkpoint_dir: Path, task: Task, tb_dir: Path | None = None):
         self.rank, self.world = dist_info()
         self.raw_model = model
         self.model = (nn.parallel.DistributedDataParallel(model) if self.world > 1 else model)
@@ -166,7 +152,7 @@ class Trainer:
         self.cfg = config
         self.ckpt_dir = Path(checkpoint_dir)
         self.tb_dir = tb_dir
-        self.task = task or CtrTask(config.monitor)
+        self.task = task
         emb_ids = {id(p) for p in embedding_params}
         self.embedding_params = list(embedding_params)
         self.net_params = [p for p in model.parameters() if id(p) not in emb_ids]
@@ -210,26 +196,6 @@ class Trainer:
             reg = reg + self.cfg.net_regularizer / 2 * sum((p * p).sum() for p in self.net_params)
         return reg
 
-    @torch.no_grad()
-    def predict(self, data: TensorData) -> np.ndarray:
-        """Click probabilities for every row of ``data`` (sharded across ranks, gathered on all)."""
-        self.model.eval()
-        order = data.shard(torch.arange(len(data)), self.rank, self.world, pad=False)
-        out = torch.empty(len(order))
-        bs = self.cfg.eval_batch_size
-        for i in range(0, len(order), bs):
-            idx = order[i:i + bs]
-            out[i:i + len(idx)] = torch.sigmoid(self.raw_model(data.x.index_select(0, idx)).float())
-        self.model.train()
-        if self.world == 1:
-            return out.numpy()
-        parts = [None] * self.world
-        dist.all_gather_object(parts, (order.numpy(), out.numpy()))
-        p = np.empty(len(data), dtype=np.float32)
-        for idx, vals in parts:
-            p[idx] = vals
-        return p
-
     def evaluate(self, data) -> dict:
         """The task's metrics on ``data`` (model in eval mode; back to train mode afterwards)."""
         was_training = self.model.training
@@ -255,7 +221,7 @@ class Trainer:
             self._tb = SummaryWriter(str(self.tb_dir))
         self._tb.add_scalar(tag, value, step)
 
-    def _on_eval(self, valid: TensorData, train_loss: float) -> None:
+    def _on_eval(self, valid, train_loss: float) -> None:
         s = self.state
         m = self.evaluate(valid)
         score = self._monitor(m)
@@ -282,7 +248,7 @@ class Trainer:
                  "(best)" if improved else f"(no improvement {s.bad_evals}/{self.cfg.patience})")
         self._save_last()
 
-    def fit(self, train: TensorData, valid: TensorData, *, resume: bool = True) -> LoopState:
+    def fit(self, train, valid, *, resume: bool = True) -> LoopState:
         if resume:
             self.try_resume()
         cfg, s = self.cfg, self.state

@@ -1,37 +1,23 @@
-"""Glue between typed params and the CTR zoo, the step rules and the one training loop."""
+"""Glue between typed params, the CTR zoo, the step rules and the one training loop: the CTR baseline's
+run (avazu_train_baseline) and its re-runs under other optimizers (avazu_compare_optimizers)."""
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
-from pipeline.core.config import CtrParams, OptimParams, TrainParams
 from pipeline.core.data import TensorData
-from pipeline.core.train import LoopConfig, ctr_metrics, run_key  # noqa: F401  (run_key: re-exported)
-from pipeline.ctr.models import CTRModel, build_model
+from pipeline.core.train import LoopConfig, LoopState, Trainer
+from pipeline.ctr.data import EncodedAvazu
+from pipeline.ctr.models import CTRModel, CtrParams, build_ctr_model, model_config
 from pipeline.ctr.optim import build_step_rule
+from pipeline.ctr.params import AVAZU_SOURCES, OptimParams, TrainParams
+from pipeline.ctr.task import CtrTask, beside_oracle
 
 log = logging.getLogger(__name__)
 
-
-def model_kwargs(ctr: CtrParams) -> dict:
-    """Constructor arguments for ``ctr.model``: the shared ones plus that model's own keys only."""
-    kw = {"embedding_dim": ctr.embedding_dim, "hidden_units": list(ctr.hidden_units), "dropout": ctr.dropout,
-          "batch_norm": ctr.batch_norm}
-    if ctr.model == "deepfm":
-        kw["encoder"] = ctr.encoder
-    elif ctr.encoder != "none":
-        log.warning("ctr.encoder=%s applies to deepfm only; %s has no encoder", ctr.encoder, ctr.model)
-    if ctr.model in ("dcn", "dcnv2"):
-        kw["num_cross_layers"] = ctr.num_cross_layers
-    if ctr.model == "dcnv2":
-        kw["model_structure"] = ctr.dcnv2_structure
-    if ctr.model == "dlrm":
-        kw["interaction_op"] = ctr.dlrm_interaction
-    return kw
-
-
-def build_ctr_model(ctr: CtrParams, vocab_sizes: list[int]) -> CTRModel:
-    return build_model(ctr.model, vocab_sizes, **model_kwargs(ctr))
+PROTOCOL = "pointwise CTR: AUC and logloss over every row of the split"
 
 
 def step_rule_for(model: CTRModel, optim: OptimParams):
@@ -46,37 +32,102 @@ def step_rule_for(model: CTRModel, optim: OptimParams):
 
 def loop_config(train: TrainParams, seed: int) -> LoopConfig:
     return LoopConfig(epochs=train.epochs, batch_size=train.batch_size, eval_every_steps=train.eval_every_steps,
-                      monitor=train.monitor, patience=train.patience, lr_decay=train.lr_decay,
-                      min_lr=train.min_lr, embedding_regularizer=train.embedding_regularizer,
-                      net_regularizer=train.net_regularizer, checkpoint_every_steps=train.checkpoint_every_steps,
-                      eval_batch_size=train.eval_batch_size, seed=seed)
+                      patience=train.patience, lr_decay=train.lr_decay, min_lr=train.min_lr,
+                      embedding_regularizer=train.embedding_regularizer, net_regularizer=train.net_regularizer,
+                      checkpoint_every_steps=train.checkpoint_every_steps, eval_batch_size=train.eval_batch_size,
+                      seed=seed)
 
 
-def split_metrics(trainer, data: TensorData) -> dict:
-    """Model AUC/logloss on ``data``; beside them the oracle's (synthetic data) and the gap."""
-    out = trainer.evaluate(data)
-    out["rows"] = len(data)
-    if data.oracle is not None:
-        o = ctr_metrics(data.y.numpy(), data.oracle.numpy())
-        out.update(oracle_auc=o["auc"], oracle_logloss=o["logloss"], gap_to_oracle_auc=o["auc"] - out["auc"])
-    return out
+@dataclass
+class Fit:
+    trainer: Trainer
+    model: CTRModel
+    state: LoopState
+    wall_seconds: float
+
+    def metrics(self, data: TensorData) -> dict:
+        """The fitted model's AUC/logloss on ``data`` beside the oracle's (synthetic data)."""
+        return beside_oracle(self.trainer.evaluate(data), data)
 
 
-def fit_ctr(p, train: TensorData, valid: TensorData, *, vocab_sizes: list[int], ckpt_dir, tb_dir=None,
-            optim: OptimParams | None = None):
-    """Seed, build ``p.ctr``'s model and ``optim`` (default ``p.optim``)'s step rule, and train them with the
-    one loop (resuming from ``ckpt_dir`` if a killed run left a checkpoint there). Returns
-    (trainer, model, state, wall seconds)."""
-    import time
-
+def fit_ctr(seed: int, ctr: CtrParams, optim: OptimParams, train: TrainParams, enc: EncodedAvazu, *, ckpt_dir,
+            tb_dir=None) -> Fit:
+    """Seed, build ``ctr``'s model and ``optim``'s step rule, and train them with the one loop on
+    ``train.sources`` (train split; early stopping on their valid split), resuming from ``ckpt_dir`` if a
+    killed run left a checkpoint there."""
     from pipeline.core.seeding import seed_everything
-    from pipeline.core.train import Trainer
 
-    seed_everything(p.seed)
-    model = build_ctr_model(p.ctr, vocab_sizes)
-    rule = step_rule_for(model, optim or p.optim)
-    trainer = Trainer(model, rule, loop_config(p.train, p.seed), embedding_params=model.embedding_parameters(),
-                      checkpoint_dir=ckpt_dir, tb_dir=tb_dir)
+    enc.require("train.sources", train.sources, ("train", "valid"))
+    train_data, valid = enc.tensors(train.sources, "train"), enc.tensors(train.sources, "valid")
+    seed_everything(seed)
+    model = build_ctr_model(ctr, enc.vocab_sizes)
+    trainer = Trainer(model, step_rule_for(model, optim), loop_config(train, seed),
+                      embedding_params=model.embedding_parameters(), checkpoint_dir=ckpt_dir,
+                      task=CtrTask(train.monitor), tb_dir=tb_dir)
     t0 = time.time()
-    state = trainer.fit(train, valid)
-    return trainer, model, state, time.time() - t0
+    state = trainer.fit(train_data, valid)
+    return Fit(trainer, model, state, time.time() - t0)
+
+
+def base_splits(enc: EncodedAvazu, splits=("valid", "test")) -> list[tuple[str, str]]:
+    """(source, split) of every encoded base source (x1/x2/x4, not the samples) that has the split."""
+    return [(s, sp) for s in enc.datasets if s in AVAZU_SOURCES for sp in splits if sp in enc.datasets[s]]
+
+
+def baseline_report(fit: Fit, enc: EncodedAvazu, ctr: CtrParams, optim: OptimParams, train: TrainParams) -> dict:
+    """reports/avazu/baseline.json: every base source's valid/test figures beside the oracle."""
+    metrics = {f"{s}/{sp}": fit.metrics(enc.tensors(s, sp)) for s, sp in base_splits(enc)}
+    synthetic = all("oracle_auc" in m for m in metrics.values())
+    sources = [s for s in enc.datasets if s in AVAZU_SOURCES]
+    return {
+        "dataset": f"avazu ({', '.join(sources)}; {'synthetic' if synthetic else 'real'})",
+        "synthetic": synthetic, "split": "valid and test of every source", "protocol": PROTOCOL,
+        "model": ctr.model, "encoder": getattr(ctr.options, "encoder", "none"),
+        "optimizer": optim.name, "train_sources": list(train.sources),
+        "best_epoch": fit.state.best_epoch, "epochs_run": len(fit.state.history), "best_step": fit.state.best_step,
+        "wall_seconds": round(fit.wall_seconds, 1), "metrics": metrics,
+    }
+
+
+def baseline_files(fit: Fit, enc: EncodedAvazu, train: TrainParams) -> tuple[dict, dict, list]:
+    """(state_dict, config.json, curve rows) of the trained baseline: ``config.json`` holds the constructor
+    arguments (``build_model(**config["model"])`` rebuilds it), the fields and the sources it trained on."""
+    config = {"model": model_config(fit.model), "features": enc.features, "feature_map": str(enc.fmap_path),
+              "train_sources": list(train.sources)}
+    curve = [{k: h[k] for k in ("epoch", "step", "train_loss", "valid_auc", "valid_logloss", "lr")}
+             for h in fit.state.history]
+    return fit.model.state_dict(), config, curve
+
+
+# ------------------------------------------------------------------------------------------------ optimizers
+
+OPTIMIZERS = ("adam", "sam", "helen")
+
+
+def reported_run(baseline: dict, sources: list[str]) -> dict:
+    """The run avazu_train_baseline made (read from its report), in the comparison's form."""
+    return {"source": "avazu_train_baseline", "best_epoch": baseline["best_epoch"],
+            "epochs_run": baseline["epochs_run"], "wall_seconds": baseline["wall_seconds"],
+            "test": {s: baseline["metrics"][f"{s}/test"] for s in sources}}
+
+
+def fitted_run(fit: Fit, enc: EncodedAvazu, sources: list[str]) -> dict:
+    return {"source": "avazu_compare_optimizers", "best_epoch": fit.state.best_epoch,
+            "epochs_run": len(fit.state.history), "wall_seconds": round(fit.wall_seconds, 1),
+            "test": {s: fit.metrics(enc.tensors(s, "test")) for s in sources}}
+
+
+def optimizers_report(results: dict, baseline: dict, ctr: CtrParams, optim: OptimParams, sources: list[str]) -> dict:
+    """reports/avazu/optimizers.json: Adam vs SAM vs Helen on each train source's test split."""
+    first = sources[0]
+    return {
+        "dataset": baseline["dataset"], "synthetic": baseline["synthetic"],
+        "split": f"test of {', '.join(sources)}",
+        "protocol": PROTOCOL + "; same model, data, seed and loop for every optimizer",
+        "model": ctr.model, "train_sources": list(sources), "rho": optim.rho, "bound": optim.bound,
+        "headline_split": f"{first}/test",
+        "optimizers": {n: dict(r["test"][first], best_epoch=r["best_epoch"], epochs_run=r["epochs_run"],
+                               wall_seconds=r["wall_seconds"], trained_by=r["source"])
+                       for n, r in results.items()},
+        "per_source": {n: r["test"] for n, r in results.items()},
+    }

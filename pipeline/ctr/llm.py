@@ -42,11 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.core.data import TensorData
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.core.train import CtrTask
 from pipeline.ctr.llm_init import LlmBundle, load_bundle  # noqa: F401 - re-exported
-from pipeline.ctr.models import CTRModel, FeatureEmbedding, FieldGate, build_model
+from pipeline.ctr.layers import FeatureEmbedding, FieldGate
+from pipeline.ctr.models import CTRModel, build_model
 
 log = logging.getLogger(__name__)
 
@@ -211,41 +210,6 @@ class LlmCtr(nn.Module):
                 f"llm={type(self.llm).__name__}({self.llm_dtype})")
 
 
-class LlmCtrTask(CtrTask):
-    """The shared loop's CTR task with labels moved to the model's device (the LLM may sit on CUDA while
-    the loop's batches are CPU tensors) and predictions brought back to the CPU for AUC/logloss."""
-
-    def loss(self, model, x, y):
-        d = model(x)
-        return F.binary_cross_entropy_with_logits(d, y.to(d.device, d.dtype))
-
-    def evaluate(self, trainer, data: TensorData) -> dict:
-        from pipeline.core.train import ctr_metrics
-
-        m = ctr_metrics(data.y.numpy(), predict(trainer.raw_model, data, trainer.cfg.eval_batch_size))
-        m["auc_minus_logloss"] = m["auc"] - m["logloss"]
-        return m
-
-
-@torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int):
-    """Click probabilities (numpy, fp32) of every row of ``data`` in order, in eval mode; batches go to the
-    model's device and the probabilities come back to the CPU."""
-    import numpy as np
-
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    out = np.empty(len(data), dtype=np.float32)
-    try:
-        for i in range(0, len(data), batch_size):
-            xb = data.x[i:i + batch_size].to(device, non_blocking=True)
-            out[i:i + len(xb)] = torch.sigmoid(model(xb).float()).cpu().numpy()
-    finally:
-        model.train(was)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ baseline
 
 
@@ -253,6 +217,7 @@ def predict(model: nn.Module, data: TensorData, batch_size: int):
 class Baseline:
     model: CTRModel
     config: dict
+    train_sources: list = None        # what avazu_train_baseline trained it on (config.json)
 
     @property
     def embedding(self) -> FeatureEmbedding:
@@ -290,9 +255,9 @@ def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) 
                         "feature_map.json)", field="vocab_sizes",
                         expected="a baseline trained on this vocabulary: re-run avazu_train_baseline")
     if cfg.get("name") != "deepfm" or cfg.get("encoder") != "gated":
-        raise ConfigError(f"ctr.model / ctr.encoder: LLM-CTR reuses the baseline's field-gated encoder, but "
-                          f"{cfg_file} is {cfg.get('name')!r} with encoder {cfg.get('encoder', 'none')!r} "
-                          "(set ctr.model: deepfm, ctr.encoder: gated)")
+        raise ConfigError(f"ctr.model / ctr.deepfm.encoder: LLM-CTR reuses the baseline's field-gated encoder, "
+                          f"but {cfg_file} is {cfg.get('name')!r} with encoder {cfg.get('encoder', 'none')!r} "
+                          "(set ctr.model: deepfm, ctr.deepfm.encoder: gated)")
     name = cfg.pop("name")
     cfg.pop("vocab_sizes")
     try:
@@ -302,7 +267,7 @@ def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) 
     except (ValueError, RuntimeError, TypeError) as e:
         raise DataError(weights, f"cannot rebuild the baseline from it: {str(e).splitlines()[0]}") from None
     model.eval()
-    return Baseline(model, meta["model"])
+    return Baseline(model, meta["model"], list(meta.get("train_sources", [])))
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -335,29 +300,6 @@ def split_state(state: dict) -> tuple[dict, dict | None]:
     proj = {k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")}
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     return proj, (enc or None)
-
-
-def data_for(encoded: Path, dataset: str, split: str, features: list[str]) -> TensorData:
-    path = Path(encoded) / dataset / f"{split}.parquet"
-    if not path.is_file():
-        raise DataError(path, "encoded split missing", expected=f"{dataset}/{split} written by avazu_vocab")
-    return TensorData.from_parquet(path, features, name=f"{dataset}/{split}")
-
-
-def feature_map(path: Path) -> tuple[list[str], list[int], dict]:
-    """(feature names, vocab sizes, datasets {name: [splits]}) of the avazu_vocab feature map."""
-    from pipeline.core.io import read_json
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "feature map missing", expected="data/avazu/vocab/feature_map.json from avazu_vocab")
-    fmap = read_json(path)
-    try:
-        features = [f["name"] for f in fmap["features"]]
-        sizes = [int(f["vocab_size"]) for f in fmap["features"]]
-    except (KeyError, TypeError) as e:
-        raise DataError(path, f"malformed feature map ({e})", field="features") from None
-    return features, sizes, dict(fmap.get("datasets", {}))
 
 
 def dir_fingerprint(path: Path) -> str:

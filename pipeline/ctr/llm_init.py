@@ -26,6 +26,7 @@ import torch
 
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.seeding import derive_seed
+from pipeline.core.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -228,3 +229,29 @@ def load_bundle(path: Path, *, prompt: str, answer_tokens: list[str], dtype: tor
         raise DataError(path, f"the tokenizer's ids exceed the model's vocabulary ({vocab})",
                         expected="a tokenizer that belongs to the model")
     return LlmBundle(llm, list(prompt_ids), answer_ids, Path(path))
+
+
+def init_llm(d: Path, llm, seed: int) -> dict:
+    """``llm.source``'s LLM into folder ``d`` (tiny: built and seeded; hf: fetched; local: copied), then
+    loaded back the way every later stage loads it (so an unusable model fails here, with a clear error)
+    and described; the description is written to ``d/INFO_FILE`` and returned. ``llm``: the ``llm`` params."""
+    if llm.source == "tiny":
+        t = llm.tiny
+        info = build_tiny(d, prompt=llm.prompt, answer_tokens=llm.answer_tokens, seed=seed,
+                          hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+                          num_layers=t.num_layers, num_heads=t.num_heads, num_kv_heads=t.num_kv_heads,
+                          head_dim=t.head_dim, vocab_size=t.vocab_size,
+                          max_position_embeddings=t.max_position_embeddings)
+    elif llm.source == "hf":
+        info = fetch_hf(llm.name, llm.revision, d)
+    else:
+        info = copy_local(Path(llm.local_path), d)
+    bundle = load_bundle(d, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=torch.float32,
+                         device=torch.device("cpu"))
+    cfg = bundle.llm.config
+    info.update(model_class=type(bundle.llm).__name__, hidden_size=bundle.hidden_size,
+                num_layers=int(cfg.num_hidden_layers), num_parameters=sum(q.numel() for q in bundle.llm.parameters()),
+                prompt_tokens=len(bundle.prompt_ids), answer_tokens=list(llm.answer_tokens),
+                answer_ids=bundle.answer_ids, embedding_rms=bundle.embedding_rms())
+    write_json(Path(d) / INFO_FILE, info)
+    return info

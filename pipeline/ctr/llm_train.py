@@ -1,6 +1,6 @@
 """Training and evaluation of LLM-CTR with the shared loop.
 
-A phase trains over ``llm.train_sources`` in order: one :class:`~pipeline.core.train.Trainer` fit per
+A phase trains over ``llm_train.sources`` in order: one :class:`~pipeline.core.train.Trainer` fit per
 source (fresh Adam over the trainable parameters, validation on that source's valid split by AUC, early
 stopping, lr reduction, best reload), each continuing from the previous source's best weights. Every fit
 keeps its resume point in its own folder, so a killed stage re-runs the finished sources as no-ops
@@ -16,20 +16,43 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
 from pipeline.core.data import TensorData
-from pipeline.core.train import LoopConfig, Trainer, ctr_metrics
-from pipeline.ctr.llm import LlmCtr, LlmCtrTask, predict
-from pipeline.ctr.llm_params import LlmParams
-from pipeline.ctr.optim import PlainAdam
+from pipeline.core.errors import DataError
+from pipeline.core.io import read_json
+from pipeline.core.optim import PlainAdam
+from pipeline.core.seeding import derive_seed, seed_everything
+from pipeline.core.train import LoopConfig, Trainer
+from pipeline.ctr import llm as L
+from pipeline.ctr.data import EncodedAvazu
+from pipeline.ctr.llm import LlmCtr
+from pipeline.ctr.llm_init import INFO_FILE, resolve_device, resolve_dtype
+from pipeline.ctr.params import LlmCtrParams, LlmTrainParams
+from pipeline.ctr.task import CtrTask, beside_oracle, ctr_metrics, predict_proba
 
 log = logging.getLogger(__name__)
 
+PROTOCOL = "pointwise CTR: AUC and logloss over every row of the split"
+MODEL_NAMES = ("baseline", "llm_phase1", "llm_phase2")
 
-def loop_config(llm: LlmParams, seed: int) -> LoopConfig:
-    return LoopConfig(epochs=llm.epochs, batch_size=llm.batch_size, eval_every_steps=llm.eval_every_steps,
-                      monitor="auc", patience=llm.patience, lr_decay=llm.lr_decay, min_lr=llm.min_lr,
-                      checkpoint_every_steps=llm.checkpoint_every_steps, eval_batch_size=llm.eval_batch_size,
+
+def loop_config(train: LlmTrainParams, eval_batch_size: int, seed: int) -> LoopConfig:
+    return LoopConfig(epochs=train.epochs, batch_size=train.batch_size, eval_every_steps=train.eval_every_steps,
+                      patience=train.patience, lr_decay=train.lr_decay, min_lr=train.min_lr,
+                      checkpoint_every_steps=train.checkpoint_every_steps, eval_batch_size=eval_batch_size,
                       seed=seed)
+
+
+@dataclass
+class LlmPaths:
+    """Where the LLM-CTR stages find their inputs (the stages own the paths; the library reads them)."""
+
+    vocab: Path
+    encoded: Path
+    baseline: Path
+    llm: Path
+    phases: dict                     # {1: Path, 2: Path}
 
 
 @dataclass
@@ -48,7 +71,7 @@ def fit_sources(model: LlmCtr, sources: list[SourceData], *, lr: float, clip_nor
     results, curve, step0 = {}, [], 0
     for i, src in enumerate(sources):
         rule = PlainAdam([], params, lr_embed=lr, lr_net=lr, clip_norm=clip_norm)
-        trainer = Trainer(model, rule, loop, embedding_params=[], task=LlmCtrTask("auc"),
+        trainer = Trainer(model, rule, loop, embedding_params=[], task=CtrTask("auc"),
                           checkpoint_dir=Path(checkpoint_root) / f"{i}-{src.name}",
                           tb_dir=(Path(tb_root) / src.name) if tb_root else None)
         t0 = time.perf_counter()
@@ -75,6 +98,113 @@ def fit_sources(model: LlmCtr, sources: list[SourceData], *, lr: float, clip_nor
     return {"sources": results, "curve": curve, "interrupted": None}
 
 
+def llm_info(llm_dir: Path) -> dict:
+    f = Path(llm_dir) / INFO_FILE
+    return read_json(f) if f.is_file() else {}
+
+
+def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[str], features: list[str],
+               projector_hidden: int, device="cpu") -> tuple[dict, dict]:
+    """State dict and config of a finished phase, checked against the current params."""
+    d = paths.phases[phase]
+    for f in (d / "model.pt", d / "config.json"):
+        if not f.is_file():
+            raise DataError(f, f"phase {phase} output missing", expected=f"the output of avazu_llm_phase@{phase}")
+    cfg = read_json(d / "config.json")
+    for key, now in (("prompt", prompt), ("answer_tokens", list(answer_tokens)), ("features", features),
+                     ("projector_hidden", projector_hidden)):
+        if cfg.get(key) != now:
+            raise DataError(d / "config.json", f"trained with {key}={cfg.get(key)!r}, params say {now!r}",
+                            field=key, expected=f"re-run avazu_llm_phase@{phase} (dvc repro)")
+    return torch.load(d / "model.pt", weights_only=True, map_location=device), cfg
+
+
+@dataclass
+class PhaseRun:
+    """One LLM-CTR phase, built from the baseline, the LLM and (phase 2) phase 1's projector."""
+
+    phase: int
+    model: LlmCtr
+    bundle: object
+    enc: EncodedAvazu
+    sources: list[SourceData]
+    dtype: torch.dtype
+    device: torch.device
+    fingerprints: list[str]
+
+    @classmethod
+    def build(cls, phase: int, paths: LlmPaths, *, seed: int, llm, llm_ctr: LlmCtrParams,
+              train: LlmTrainParams) -> "PhaseRun":
+        """Phase 1: a seeded projector, encoder frozen. Phase 2: phase 1's best projector, encoder trained."""
+        enc = EncodedAvazu(paths.vocab, paths.encoded)
+        enc.require("llm_train.sources", train.sources, ("train", "valid"))
+        device = resolve_device(llm_ctr.device)
+        dtype = resolve_dtype(llm_ctr.dtype, device)
+        phase1 = (load_phase(paths, 1, prompt=llm.prompt, answer_tokens=llm.answer_tokens, features=enc.features,
+                             projector_hidden=llm_ctr.projector_hidden)[0] if phase == 2 else None)
+        baseline = L.load_baseline(paths.baseline, enc.features, enc.vocab_sizes)
+        bundle = L.load_bundle(paths.llm, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=dtype,
+                               device=device)
+        fingerprints = [L.dir_fingerprint(paths.baseline), L.dir_fingerprint(paths.llm)]
+        seed_everything(derive_seed(seed, f"llm_phase{phase}") % 2**63)
+        if phase == 1:
+            model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=False,
+                                    prompt_cache=llm_ctr.prompt_cache, seed=derive_seed(seed, "llm", "projector") % 2**63)
+        else:
+            model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=True,
+                                    prompt_cache=llm_ctr.prompt_cache, projector_state=L.split_state(phase1)[0])
+            fingerprints.append(L.dir_fingerprint(paths.phases[1]))
+        sources = [SourceData(s, enc.tensors(s, "train"), enc.tensors(s, "valid")) for s in train.sources]
+        log.info("phase %d: %d trainable parameters (%s), LLM %s in %s on %s, prompt %d tokens, cache %s", phase,
+                 sum(q.numel() for q in model.trainable_parameters()),
+                 "projector" if phase == 1 else "encoder + projector", type(bundle.llm).__name__, dtype, device,
+                 model.num_prompt_tokens, llm_ctr.prompt_cache)
+        return cls(phase, model, bundle, enc, sources, dtype, device, fingerprints)
+
+    def key_parts(self, seed: int, llm, llm_ctr: LlmCtrParams, train: LlmTrainParams, lr: float, world: int):
+        """Everything the run depends on, for its resume folder (prompt_cache aside: same maths)."""
+        ctr = {k: v for k, v in llm_ctr.__dict__.items() if k != "prompt_cache"}
+        return (seed, self.phase, llm.prompt, list(llm.answer_tokens), ctr, train, lr, self.fingerprints,
+                L.dir_fingerprint(self.enc.fmap_path.parent), str(self.dtype), world)
+
+    def fit(self, train: LlmTrainParams, *, lr: float, eval_batch_size: int, seed: int, checkpoint_root: Path,
+            tb_root: Path | None) -> dict:
+        return fit_sources(self.model, self.sources, lr=lr, clip_norm=train.clip_norm,
+                           loop=loop_config(train, eval_batch_size, seed), checkpoint_root=checkpoint_root,
+                           tb_root=tb_root)
+
+    def outputs(self, result: dict, *, llm, llm_ctr: LlmCtrParams, train: LlmTrainParams, lr: float,
+                llm_dir: Path) -> tuple[dict, dict, dict]:
+        """(state_dict, config.json, metrics report) of the finished phase."""
+        synthetic = all(s.valid.oracle is not None for s in self.sources)
+        for s in self.sources:
+            r = result["sources"][s.name]
+            o = beside_oracle({"auc": r["valid_auc"]}, s.valid)
+            r.update({k: o[k] for k in ("oracle_auc", "oracle_logloss", "gap_to_oracle_auc") if k in o})
+        info = llm_info(llm_dir)
+        n_train = sum(q.numel() for q in self.model.trainable_parameters())
+        report = {
+            "dataset": f"avazu {' then '.join(train.sources)} ({'synthetic' if synthetic else 'real'})",
+            "synthetic": synthetic,
+            "split": "valid split of each train source (best checkpoint of that source's fit)",
+            "protocol": PROTOCOL, "phase": self.phase,
+            "trains": "projector" if self.phase == 1 else "encoder + projector", "lr": lr,
+            "train_sources": list(train.sources), "prompt_cache": llm_ctr.prompt_cache,
+            "dtype": str(self.dtype).replace("torch.", ""), "device": self.device.type,
+            "llm": info.get("source"), "llm_parameters": info.get("num_parameters"),
+            "prompt_tokens": self.model.num_prompt_tokens, "trainable_parameters": n_train,
+            "metrics": result["sources"],
+        }
+        config = {"phase": self.phase, "train_encoder": self.phase == 2, "features": self.enc.features,
+                  "projector_hidden": llm_ctr.projector_hidden, "hidden_size": self.bundle.hidden_size,
+                  "prompt": llm.prompt, "prompt_tokens": self.model.num_prompt_tokens,
+                  "answer_tokens": list(llm.answer_tokens), "answer_ids": self.bundle.answer_ids,
+                  "train_sources": list(train.sources), "baseline_fingerprint": self.fingerprints[0],
+                  "llm_fingerprint": self.fingerprints[1]}
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return state, config, report
+
+
 def score(y: np.ndarray, p: np.ndarray) -> dict:
     m = ctr_metrics(y, p)
     return {"auc": m["auc"], "logloss": m["logloss"]}
@@ -84,18 +214,73 @@ def evaluate_split(models: dict[str, tuple[object, int]], data: TensorData) -> d
     """AUC/logloss of every model on ``data`` beside the oracle's (synthetic data) and each model's gap."""
     y = data.y.numpy()
     out: dict = {"rows": len(data), "ctr": float(y.mean()) if len(y) else None}
-    oracle = score(y, data.oracle.numpy()) if data.oracle is not None else None
-    if oracle:
-        out["oracle_auc"], out["oracle_logloss"] = oracle["auc"], oracle["logloss"]
+    oracle = beside_oracle({"auc": 0.0}, data)
+    if "oracle_auc" in oracle:
+        out["oracle_auc"], out["oracle_logloss"] = oracle["oracle_auc"], oracle["oracle_logloss"]
     for name, (model, bs) in models.items():
         t0 = time.perf_counter()
-        m = score(y, predict(model, data, bs))
+        m = score(y, predict_proba(model, data, bs))
         m["seconds"] = round(time.perf_counter() - t0, 2)
-        if oracle:
-            m["gap_to_oracle_auc"] = oracle["auc"] - m["auc"]
+        if "oracle_auc" in out:
+            m["gap_to_oracle_auc"] = out["oracle_auc"] - m["auc"]
         out[name] = m
         log.info("%s %s: AUC %.5f logloss %.5f (%.1fs)", data.name, name, m["auc"], m["logloss"], m["seconds"])
     return out
+
+
+def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: list[str],
+                vocab_report: Path | None = None) -> dict:
+    """The baseline and both phases on the test split of every ``eval_sources`` beside the oracle, with the
+    vocabulary overlap of x4/test (from the vocab report) and what each model was trained on."""
+    enc = EncodedAvazu(paths.vocab, paths.encoded)
+    enc.require("llm_eval.sources", eval_sources, ("test",))
+    device = resolve_device(llm_ctr.device)
+    dtype = resolve_dtype(llm_ctr.dtype, device)
+    baseline = L.load_baseline(paths.baseline, enc.features, enc.vocab_sizes)
+    baseline.model.to(device)
+    bundle = L.load_bundle(paths.llm, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=dtype, device=device)
+    models = {"baseline": (baseline.model, llm_ctr.eval_batch_size * 4)}
+    phase_cfg = {}
+    for phase in (1, 2):
+        state, phase_cfg[phase] = load_phase(paths, phase, prompt=llm.prompt, answer_tokens=llm.answer_tokens,
+                                             features=enc.features, projector_hidden=llm_ctr.projector_hidden)
+        proj, encoder = L.split_state(state)
+        models[f"llm_phase{phase}"] = (L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden,
+                                                        train_encoder=False, prompt_cache=llm_ctr.prompt_cache,
+                                                        projector_state=proj, encoder_state=encoder),
+                                       llm_ctr.eval_batch_size)
+    metrics = {f"{s}/test": evaluate_split(models, enc.tensors(s, "test")) for s in eval_sources}
+    synthetic = all("oracle_auc" in m for m in metrics.values())
+    overlap = None
+    if vocab_report is not None and Path(vocab_report).is_file():
+        ov = read_json(vocab_report).get("overlap_x4_test")
+        if ov:
+            overlap = {k: ov.get(k) for k in ("seen_in", "occurrence_all_fields",
+                                               "in_domain_x4_train_occurrence_all_fields")}
+    info = llm_info(paths.llm)
+    desc = (f"{info.get('model_class', type(bundle.llm).__name__)} from llm.source={info.get('source')}"
+            + (f" ({info['name']})" if info.get("name") else "")
+            + f", {info.get('num_parameters', 0):,} parameters, {str(dtype).replace('torch.', '')} on "
+            f"{device.type}, prompt {len(bundle.prompt_ids)} tokens + {len(enc.features)} soft tokens")
+    report = {
+        "dataset": f"avazu {', '.join(f'{s}/test' for s in eval_sources)} ({'synthetic' if synthetic else 'real'})",
+        "synthetic": synthetic, "split": "test",
+        "protocol": "pointwise CTR: AUC and logloss over every row of each test split",
+        "models": list(MODEL_NAMES),
+        "baseline_train_sources": list(baseline.train_sources),
+        "llm_train_sources": list(phase_cfg[2].get("train_sources", [])),
+        "llm": {"source": info.get("source"), "description": desc, "prompt_cache": llm_ctr.prompt_cache},
+        "vocab_overlap_x4_test": overlap,
+        "metrics": metrics,
+    }
+    if "x4/test" in metrics:
+        m = metrics["x4/test"]
+        report["headline"] = {
+            "x4_test_auc": {**{n: m[n]["auc"] for n in MODEL_NAMES}, "oracle": m.get("oracle_auc")},
+            "x4_test_logloss": {**{n: m[n]["logloss"] for n in MODEL_NAMES}, "oracle": m.get("oracle_logloss")},
+            "llm_phase2_minus_baseline_auc": m["llm_phase2"]["auc"] - m["baseline"]["auc"],
+        }
+    return report
 
 
 def evaluation_markdown(report: dict) -> str:

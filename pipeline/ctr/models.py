@@ -1,30 +1,14 @@
-"""The CTR model zoo: DNN, WideDeep, PNN (IPNN), DeepFM, DCN, DLRM and DCNv2, as FuxiCTR v2 defines them.
+"""The CTR model zoo: DNN, WideDeep, PNN (IPNN), DeepFM, DCN, DLRM and DCNv2, as FuxiCTR v2 defines them
+(``model_zoo/<Name>/src/<Name>.py`` of https://github.com/reczoo/FuxiCTR), with the registry that is the one
+list of model names and the typed ``ctr`` params section.
 
 All inputs are categorical: a batch is a ``LongTensor[B, F]`` (int32 works too) of per-field ids in which
 0 is ``__PAD__`` (FuxiCTR's vocabulary convention, see :mod:`pipeline.ctr.vocab`). Every model returns
-**logits** ``[B]``; the sigmoid lives in the loss (BCE-with-logits), not in the model.
+**logits** ``[B]``; the sigmoid lives in the loss (BCE-with-logits), not in the model. The shared layers
+(embeddings, MLP, FM term, inner products, cross networks, the field gate, the network initialisation) are in
+:mod:`pipeline.ctr.layers`.
 
-Shared pieces (one implementation each, used by every model):
-
-* :class:`FeatureEmbedding` -- one ``nn.Embedding(vocab_size, dim, padding_idx=0)`` per field, rows 1..
-  drawn from N(0, 1e-4^2) and the padding row zero (FuxiCTR's default ``embedding_initializer``).
-* The first-order ("LR") term -- a second :class:`FeatureEmbedding` of dim 1, summed over fields, plus an
-  optional bias (FuxiCTR's ``LogisticRegression``: the 1-dim embedding trick for one-hot weights).
-* :class:`MLP` -- Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer, then an optional
-  output Linear (FuxiCTR's ``MLP_Block``).
-* :func:`fm_second_order` -- 0.5 * ((sum e)^2 - sum e^2) summed over the embedding dim
-  (``InnerProductInteraction(output="product_sum")``).
-* :class:`InnerProductInteraction` -- the F(F-1)/2 pairwise inner products <e_i, e_j>, i < j, in
-  row-major upper-triangular order (``InnerProductInteraction(output="inner_product")``).
-* :class:`CrossNet` (DCN), :class:`CrossNetV2` and :class:`CrossNetMix` (DCNv2).
-* :class:`FieldGate` -- the field-wise gated embedding encoder ("GEN"), used by DeepFM(encoder="gated").
-
-Network initialisation follows FuxiCTR's ``BaseModel.reset_parameters``: every ``nn.Linear`` gets
-Xavier-normal weights and zero bias, then modules with an ``init_weights()`` hook apply their own (here only
-:class:`FieldGate`). CrossNetMix's U/V/C tensors are Xavier-normal on the same 3-d shapes as FuxiCTR.
-
-The models (FuxiCTR's ``model_zoo/<Name>/src/<Name>.py``; hyper-parameter names mapped onto the shared
-``hidden_units`` / ``dropout`` / ``batch_norm``):
+The models (hyper-parameter names mapped onto the shared ``hidden_units`` / ``dropout`` / ``batch_norm``):
 
 * ``DNN``      -- MLP over the flattened field embeddings -> 1.
 * ``WideDeep`` -- first-order LR term (no bias, as in FuxiCTR: the DNN's output layer carries the bias)
@@ -32,9 +16,9 @@ The models (FuxiCTR's ``model_zoo/<Name>/src/<Name>.py``; hyper-parameter names 
 * ``PNN``      -- inner-product PNN: [flattened embeddings, all F(F-1)/2 inner products] -> MLP -> 1.
 * ``DeepFM``   -- first-order LR term (with bias) + FM second-order term + MLP over the flattened
   embeddings -> 1, summed into one logit. With ``encoder="gated"`` the field embeddings pass through a
-  :class:`FieldGate` first, and both the FM term and the MLP see the gated embeddings (the first-order
-  term reads the ids directly and is not gated). This encoder is *not* in FuxiCTR; it is the GEN of the
-  LLM-CTR seed.
+  :class:`~pipeline.ctr.layers.FieldGate` first, and both the FM term and the MLP see the gated embeddings
+  (the first-order term reads the ids directly and is not gated). This encoder is *not* in FuxiCTR; it is
+  the GEN of the LLM-CTR seed.
 * ``DCN``      -- CrossNet (x_{l+1} = x0 * (x_l^T w_l) + b_l + x_l) over the flattened embeddings, in
   parallel with an MLP; [cross_out, dnn_out] -> Linear -> 1. ``hidden_units=[]`` gives the crossnet-only
   DCN, as in FuxiCTR.
@@ -53,247 +37,108 @@ Deviations from FuxiCTR, and why:
 * Logits out, no output activation (the training loop uses BCE-with-logits, which is numerically safer).
 * Each field has its own ``nn.Embedding`` addressed by position (no feature_map, no sharing, no
   pretrained or numeric features) so optimizers such as Helen/SAM can treat each field's table apart.
-* The pair indices of the inner-product layers are non-persistent buffers, not frozen ``nn.Parameter``s
-  as in FuxiCTR, so they do not show up in ``parameters()`` or the ``state_dict``.
-* CrossNetMix is written batched over experts (einsum) instead of FuxiCTR's Python loop, with the bias as a
-  ``[d]`` vector instead of ``[d, 1]``; the arithmetic is the same. FuxiCTR's trailing ``squeeze()``
-  (which breaks at batch size 1) is not reproduced. As in FuxiCTR the expert gates are shared by all
-  cross layers.
 * DCNv2 with an MLP-using structure and ``hidden_units=[]`` raises ``ValueError`` (FuxiCTR crashes with an
   IndexError); DLRM's ``dropout`` is FuxiCTR's ``top_mlp_dropout`` and there is no ``bottom_mlp_*``.
 * Defaults follow this project's brief (embedding_dim 16, hidden_units [400, 400, 400]) rather than each
   FuxiCTR model's own default; the model-specific defaults (num_cross_layers=3, model_structure
   "parallel", low_rank=32, num_experts=4, interaction_op "dot") are FuxiCTR's.
 
-Building and rebuilding: ``MODELS`` maps names to classes, :func:`build_model` validates the name and the
-keyword arguments (``ValueError`` naming the culprit), and :func:`model_config` returns the JSON-safe
-``{"name", "vocab_sizes", **kwargs}`` that ``build_model(**config)`` turns back into an identical model.
+The extension point: a model class registers itself with ``@register("<name>")`` (its name is typed once,
+there) and, if it has params of its own, declares them as a nested frozen dataclass ``Options``
+(a :class:`ModelOptions`, whose ``kwargs()`` maps them onto constructor arguments). :data:`MODELS` is then
+the one list of names: :class:`CtrParams` (the ``ctr`` params section) accepts exactly the registered names
+for ``ctr.model`` and one sub-section ``ctr.<name>`` per registered model that has ``Options``, and
+:func:`build_ctr_model` builds the selected one. Adding a model touches its class (here or in a module
+imported here), its ``ctr.<name>`` block in params.yaml (if it has options) and its test.
+
+Building and rebuilding: :func:`build_model` validates the name and the keyword arguments (``ValueError``
+naming the culprit), and :func:`model_config` returns the JSON-safe ``{"name", "vocab_sizes", **kwargs}``
+that ``build_model(**config)`` turns back into an identical model (the format of the baseline's
+config.json, which LLM-CTR rebuilds the baseline from).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
-from typing import Sequence
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
 
+from pipeline.core.errors import ConfigError
+from pipeline.core.params import check_keys, from_mapping
+from pipeline.ctr.layers import (
+    MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, InnerProductInteraction,
+    fm_second_order, reset_net,
+)
+
 __all__ = [
-    "FeatureEmbedding", "MLP", "FieldGate", "InnerProductInteraction", "CrossNet", "CrossNetV2",
-    "CrossNetMix", "fm_second_order", "CTRModel", "DNN", "WideDeep", "PNN", "DeepFM", "DCN", "DLRM",
-    "DCNv2", "MODELS", "build_model", "model_config",
+    "CTRModel", "DNN", "WideDeep", "PNN", "DeepFM", "DCN", "DLRM", "DCNv2", "MODELS", "ModelOptions",
+    "register", "build_model", "model_config", "CtrShared", "CtrParams", "build_ctr_model",
 ]
 
-EMBEDDING_INIT_STD = 1e-4          # FuxiCTR: partial(nn.init.normal_, std=1e-4)
 DEFAULT_HIDDEN_UNITS = (400, 400, 400)
 
 
 # --------------------------------------------------------------------------------------------------
-# shared layers
+# the registry: the one list of model names
 
 
-class FeatureEmbedding(nn.Module):
-    """One embedding table per field: ``forward(x[B, F]) -> [B, F, D]``.
-
-    Each table is ``nn.Embedding(vocab_size, embedding_dim, padding_idx=0)``; rows 1.. are drawn from
-    N(0, 1e-4^2) and row 0 (``__PAD__``) is zero and receives no gradient. ``.tables`` lists them in
-    field order.
-    """
-
-    def __init__(self, vocab_sizes: Sequence[int], embedding_dim: int, init_std: float = EMBEDDING_INIT_STD):
-        super().__init__()
-        vocab_sizes = [int(v) for v in vocab_sizes]
-        if not vocab_sizes:
-            raise ValueError("FeatureEmbedding needs at least one field (vocab_sizes is empty)")
-        bad = [(i, v) for i, v in enumerate(vocab_sizes) if v < 1]
-        if bad:
-            raise ValueError(f"vocab sizes must be >= 1 (index 0 is the padding row); got {bad} as (field, size)")
-        if int(embedding_dim) < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
-        self.vocab_sizes = vocab_sizes
-        self.embedding_dim = int(embedding_dim)
-        self.tables = nn.ModuleList(nn.Embedding(v, self.embedding_dim, padding_idx=0) for v in vocab_sizes)
-        self.reset_parameters(init_std)
-
-    @property
-    def num_fields(self) -> int:
-        return len(self.tables)
-
-    def reset_parameters(self, std: float = EMBEDDING_INIT_STD) -> None:
-        with torch.no_grad():
-            for t in self.tables:
-                t.weight[1:].normal_(0.0, std)
-                t.weight[0].zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != self.num_fields:
-            raise ValueError(f"expected ids of shape [B, {self.num_fields}], got {tuple(x.shape)}")
-        return torch.stack([t(x[:, i]) for i, t in enumerate(self.tables)], dim=1)
+MODELS: dict[str, type["CTRModel"]] = {}
 
 
-_ACTIVATIONS = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
-    "leakyrelu": nn.LeakyReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU, "prelu": nn.PReLU,
-}
+class ModelOptions:
+    """Base of a model's own params (``<Model>.Options``, a frozen dataclass, parsed from ``ctr.<name>``).
+
+    ``kwargs()`` maps the options onto the model's constructor arguments (default: field name = argument
+    name); ``validate(prefix)`` checks values beyond their types, raising ``ConfigError`` naming
+    ``<prefix>.<key>``."""
+
+    def kwargs(self) -> dict:
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def validate(self, prefix: str) -> None:
+        pass
 
 
-def _activation(name: str | None) -> nn.Module | None:
-    if name is None or str(name).lower() in ("", "none", "linear", "identity"):
-        return None
+@dataclass(frozen=True)
+class CtrShared:
+    """The ``ctr`` keys every model shares (see :class:`CtrParams`)."""
+
+    model: str                 # a name in MODELS
+    embedding_dim: int
+    hidden_units: list[int]
+    dropout: float
+    batch_norm: bool
+
+
+SHARED_KEYS = tuple(f.name for f in dataclasses.fields(CtrShared))
+
+
+def register(name: str):
+    """Class decorator: ``@register("deepfm") class DeepFM(CTRModel)`` adds the class to :data:`MODELS`
+    under ``name`` (lower case) and sets its ``name``. ``cls.Options`` (``None`` or a frozen dataclass
+    subclassing :class:`ModelOptions`) becomes the ``ctr.<name>`` params sub-section."""
     key = str(name).lower()
-    if key not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[key]()
 
+    def add(cls: type[CTRModel]) -> type[CTRModel]:
+        if key in MODELS:
+            raise ValueError(f"model name {key!r} is already registered (by {MODELS[key].__name__})")
+        if key in (*SHARED_KEYS, "by_model", "options"):
+            raise ValueError(f"model name {key!r} collides with the ctr key / CtrParams field of that name")
+        opts = cls.Options
+        if opts is not None and not (isinstance(opts, type) and issubclass(opts, ModelOptions)
+                                     and dataclasses.is_dataclass(opts) and opts.__dataclass_params__.frozen):
+            raise TypeError(f"{cls.__name__}.Options must be a frozen dataclass subclassing ModelOptions")
+        cls.name = key
+        MODELS[key] = cls
+        return cls
 
-class MLP(nn.Module):
-    """FuxiCTR's ``MLP_Block``: per hidden layer Linear -> [BatchNorm1d] -> activation -> [Dropout],
-    then an optional output ``Linear(hidden_units[-1], output_dim)`` with no activation."""
-
-    def __init__(self, input_dim: int, hidden_units: Sequence[int] = (), activation: str = "relu",
-                 dropout: float = 0.0, batch_norm: bool = False, output_dim: int | None = None):
-        super().__init__()
-        dims = [int(input_dim)] + [int(h) for h in hidden_units]
-        layers: list[nn.Module] = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers.append(nn.Linear(d_in, d_out))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(d_out))
-            act = _activation(activation)
-            if act is not None:
-                layers.append(act)
-            if dropout > 0:
-                layers.append(nn.Dropout(p=float(dropout)))
-        if output_dim is not None:
-            layers.append(nn.Linear(dims[-1], int(output_dim)))
-        self.output_dim = int(output_dim) if output_dim is not None else dims[-1]
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
-
-
-def fm_second_order(emb: torch.Tensor) -> torch.Tensor:
-    """FM pairwise term of ``emb[B, F, D]``: sum_{i<j} <e_i, e_j> = 0.5 * sum_d((sum_i e)^2 - sum_i e^2) -> [B]."""
-    square_of_sum = emb.sum(dim=1).pow(2)
-    sum_of_square = emb.pow(2).sum(dim=1)
-    return 0.5 * (square_of_sum - sum_of_square).sum(dim=-1)
-
-
-class InnerProductInteraction(nn.Module):
-    """All pairwise inner products <e_i, e_j>, i < j, of ``emb[B, F, D]`` -> ``[B, F(F-1)/2]``, ordered
-    (0,1), (0,2), ..., (1,2), ... (row-major upper triangle, as FuxiCTR's masked triu)."""
-
-    def __init__(self, num_fields: int):
-        super().__init__()
-        self.num_fields = int(num_fields)
-        iu = torch.triu_indices(self.num_fields, self.num_fields, offset=1)
-        self.register_buffer("rows", iu[0], persistent=False)
-        self.register_buffer("cols", iu[1], persistent=False)
-
-    @property
-    def output_dim(self) -> int:
-        return self.num_fields * (self.num_fields - 1) // 2
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        gram = torch.bmm(emb, emb.transpose(1, 2))      # [B, F, F]
-        return gram[:, self.rows, self.cols]
-
-
-class CrossNet(nn.Module):
-    """DCN's cross network: x_{l+1} = x0 * (x_l^T w_l) + b_l + x_l, ``num_layers`` times, on ``x0[B, d]``.
-
-    ``w_l`` is ``nn.Linear(d, 1, bias=False)`` (Xavier-normal via the model's reset), ``b_l`` starts at 0.
-    """
-
-    def __init__(self, input_dim: int, num_layers: int):
-        super().__init__()
-        self.weights = nn.ModuleList(nn.Linear(input_dim, 1, bias=False) for _ in range(num_layers))
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(input_dim)) for _ in range(num_layers))
-
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = x0
-        for w, b in zip(self.weights, self.biases):
-            x = x0 * w(x) + b + x
-        return x
-
-
-class CrossNetV2(nn.Module):
-    """DCNv2's full-rank cross network: x_{l+1} = x0 * (W_l x_l + b_l) + x_l on ``x0[B, d]``."""
-
-    def __init__(self, input_dim: int, num_layers: int):
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(input_dim, input_dim) for _ in range(num_layers))
-
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = x0
-        for lin in self.layers:
-            x = x + x0 * lin(x)
-        return x
-
-
-class CrossNetMix(nn.Module):
-    """DCNv2's mixture of low-rank cross experts (FuxiCTR ``CrossNetMix``), on ``x0[B, d]``.
-
-    Per layer l and expert e: ``E_e(x) = x0 * (U_le tanh(C_le tanh(V_le^T x)) + b_l)``; the experts are
-    mixed with ``softmax_e(g_e^T x)`` (gates ``g_e`` shared by all layers, no bias) and added to x.
-    U, V: [experts, d, rank], C: [experts, rank, rank], Xavier-normal on those shapes; b_l = 0.
-    """
-
-    def __init__(self, input_dim: int, num_layers: int, low_rank: int = 32, num_experts: int = 4):
-        super().__init__()
-        d, r, k = int(input_dim), int(low_rank), int(num_experts)
-
-        def xavier(*shape):
-            return nn.Parameter(nn.init.xavier_normal_(torch.empty(*shape)))
-
-        self.U = nn.ParameterList(xavier(k, d, r) for _ in range(num_layers))
-        self.V = nn.ParameterList(xavier(k, d, r) for _ in range(num_layers))
-        self.C = nn.ParameterList(xavier(k, r, r) for _ in range(num_layers))
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(d)) for _ in range(num_layers))
-        self.gating = nn.ModuleList(nn.Linear(d, 1, bias=False) for _ in range(k))   # one gate per expert
-
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = x0
-        for U, V, C, b in zip(self.U, self.V, self.C, self.biases):
-            gate = torch.softmax(torch.cat([g(x) for g in self.gating], dim=-1), dim=-1)   # [B, k]
-            v = torch.tanh(torch.einsum("bd,kdr->bkr", x, V))            # [B, k, r]
-            v = torch.tanh(torch.einsum("krs,bks->bkr", C, v))           # [B, k, r]
-            uv = torch.einsum("kdr,bkr->bkd", U, v)                      # [B, k, d]
-            experts = x0.unsqueeze(1) * (uv + b)                         # [B, k, d]
-            x = x + torch.einsum("bkd,bk->bd", experts, gate)
-        return x
-
-
-class FieldGate(nn.Module):
-    """Field-wise gated embedding encoder (GEN of the LLM-CTR seed): ``E[B, F, D] -> E * g[..., None]``
-    with one gate per field computed from all embeddings, ``g = sigmoid(W flatten(E) + b)``,
-    ``W: F*D -> F``.
-
-    Initialisation: W is Xavier-normal (the model-wide Linear init) and the bias is ``+3`` (``init_bias``),
-    so an untrained gate is sigmoid(3) ~= 0.953 for every field (FuxiCTR-sized embeddings, std 1e-4, make
-    W flatten(E) negligible): the encoder starts as a near-identity that only slightly shrinks the
-    embeddings, while the sigmoid is not so saturated (slope ~0.045) that the gate cannot learn.
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int, init_bias: float = 3.0):
-        super().__init__()
-        self.num_fields, self.embedding_dim = int(num_fields), int(embedding_dim)
-        self.init_bias = float(init_bias)
-        self.proj = nn.Linear(self.num_fields * self.embedding_dim, self.num_fields)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        nn.init.xavier_normal_(self.proj.weight)
-        nn.init.constant_(self.proj.bias, self.init_bias)
-
-    def gate(self, emb: torch.Tensor) -> torch.Tensor:
-        """The gates ``[B, F]`` in (0, 1)."""
-        return torch.sigmoid(self.proj(emb.flatten(start_dim=1)))
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        return emb * self.gate(emb).unsqueeze(-1)
+    return add
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,7 +149,8 @@ class CTRModel(nn.Module):
     """Base of the zoo: holds ``embedding`` (and optionally ``first_order``), the constructor config, the
     parameter split used by the training loop, and FuxiCTR's network initialisation."""
 
-    name: str = ""
+    name: str = ""                                     # set by @register
+    Options: ClassVar[type[ModelOptions] | None] = None   # the model's own params (ctr.<name>), if any
 
     def __init__(self, vocab_sizes: Sequence[int], embedding_dim: int = 16,
                  hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS, dropout: float = 0.0,
@@ -336,15 +182,8 @@ class CTRModel(nn.Module):
         return MLP(input_dim, units, "relu", self.dropout, self.batch_norm, output_dim=output_dim)
 
     def _reset_net(self) -> None:
-        """FuxiCTR's BaseModel.reset_parameters: Xavier-normal Linear weights, zero biases, then hooks."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if m is not self and hasattr(m, "init_weights"):
-                m.init_weights()
+        """FuxiCTR's BaseModel.reset_parameters (:func:`pipeline.ctr.layers.reset_net`)."""
+        reset_net(self)
 
     def _first_order_logit(self, x: torch.Tensor) -> torch.Tensor:
         return self.first_order(x).sum(dim=(1, 2))
@@ -371,10 +210,9 @@ class CTRModel(nn.Module):
         return f"name={self.name!r}, fields={self.num_fields}"
 
 
+@register("dnn")
 class DNN(CTRModel):
     """MLP over the flattened field embeddings -> 1 logit."""
-
-    name = "dnn"
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False):
@@ -386,10 +224,9 @@ class DNN(CTRModel):
         return self.mlp(self.embedding(x).flatten(start_dim=1)).squeeze(-1)
 
 
+@register("widedeep")
 class WideDeep(CTRModel):
     """First-order LR term (no bias) + MLP over the flattened embeddings -> 1, summed."""
-
-    name = "widedeep"
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False):
@@ -402,10 +239,9 @@ class WideDeep(CTRModel):
         return self._first_order_logit(x) + deep
 
 
+@register("pnn")
 class PNN(CTRModel):
     """Inner-product PNN: [flattened embeddings, F(F-1)/2 inner products] -> MLP -> 1."""
-
-    name = "pnn"
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False):
@@ -420,14 +256,24 @@ class PNN(CTRModel):
         return self.mlp(h).squeeze(-1)
 
 
+DeepFMEncoder = Literal["none", "gated"]
+
+
+@register("deepfm")
 class DeepFM(CTRModel):
     """First-order LR (with bias) + FM second-order term + MLP over flattened embeddings, summed.
 
-    ``encoder="gated"`` puts a :class:`FieldGate` between the embedding lookup and the FM/MLP parts.
+    ``encoder="gated"`` puts a :class:`~pipeline.ctr.layers.FieldGate` between the embedding lookup and the
+    FM/MLP parts.
     """
 
-    name = "deepfm"
-    ENCODERS = ("none", "gated")
+    ENCODERS = typing.get_args(DeepFMEncoder)
+
+    @dataclass(frozen=True)
+    class Options(ModelOptions):
+        """``ctr.deepfm``."""
+
+        encoder: DeepFMEncoder     # none | gated (the field-gated encoder LLM-CTR freezes / tunes)
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False, encoder: str = "none"):
@@ -450,11 +296,24 @@ class DeepFM(CTRModel):
         return lr + fm_second_order(emb) + deep
 
 
+def _check_cross_layers(prefix: str, n: int) -> None:
+    if n < 0:
+        raise ConfigError(f"{prefix}.num_cross_layers: {n} must be >= 0")
+
+
+@register("dcn")
 class DCN(CTRModel):
     """CrossNet in parallel with an MLP over the flattened embeddings; [cross, dnn] -> Linear -> 1.
     ``hidden_units=[]`` drops the MLP (crossnet-only DCN)."""
 
-    name = "dcn"
+    @dataclass(frozen=True)
+    class Options(ModelOptions):
+        """``ctr.dcn``."""
+
+        num_cross_layers: int
+
+        def validate(self, prefix: str) -> None:
+            _check_cross_layers(prefix, self.num_cross_layers)
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False, num_cross_layers: int = 3):
@@ -476,12 +335,24 @@ class DCN(CTRModel):
         return self.fc(out).squeeze(-1)
 
 
+DLRMInteraction = Literal["dot", "cat"]
+
+
+@register("dlrm")
 class DLRM(CTRModel):
     """DLRM without dense features: ``dot`` -> the F(F-1)/2 pairwise dot products, ``cat`` -> the flattened
     embeddings; then the top MLP -> 1."""
 
-    name = "dlrm"
-    INTERACTIONS = ("dot", "cat")
+    INTERACTIONS = typing.get_args(DLRMInteraction)
+
+    @dataclass(frozen=True)
+    class Options(ModelOptions):
+        """``ctr.dlrm``."""
+
+        interaction: DLRMInteraction    # dot | cat
+
+        def kwargs(self) -> dict:
+            return {"interaction_op": self.interaction}
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False, top_mlp_units: Sequence[int] | None = None, interaction_op: str = "dot"):
@@ -511,11 +382,27 @@ class DLRM(CTRModel):
         return self.top_mlp(self.interact(self.embedding(x))).squeeze(-1)
 
 
+DCNv2Structure = Literal["parallel", "stacked", "crossnet_only", "stacked_parallel"]
+
+
+@register("dcnv2")
 class DCNv2(CTRModel):
     """CrossNetV2 (or CrossNetMix) + MLP in FuxiCTR's structures, then Linear -> 1."""
 
-    name = "dcnv2"
-    STRUCTURES = ("parallel", "stacked", "crossnet_only", "stacked_parallel")
+    STRUCTURES = typing.get_args(DCNv2Structure)
+
+    @dataclass(frozen=True)
+    class Options(ModelOptions):
+        """``ctr.dcnv2`` (the low-rank mixture keeps its constructor defaults: off)."""
+
+        num_cross_layers: int
+        structure: DCNv2Structure     # parallel | stacked | crossnet_only | stacked_parallel
+
+        def kwargs(self) -> dict:
+            return {"num_cross_layers": self.num_cross_layers, "model_structure": self.structure}
+
+        def validate(self, prefix: str) -> None:
+            _check_cross_layers(prefix, self.num_cross_layers)
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False, num_cross_layers: int = 3, model_structure: str = "parallel",
@@ -564,12 +451,7 @@ class DCNv2(CTRModel):
 
 
 # --------------------------------------------------------------------------------------------------
-# registry
-
-
-MODELS: dict[str, type[CTRModel]] = {
-    "dnn": DNN, "widedeep": WideDeep, "pnn": PNN, "deepfm": DeepFM, "dcn": DCN, "dlrm": DLRM, "dcnv2": DCNv2,
-}
+# building and rebuilding
 
 
 def _accepted_kwargs(cls: type[CTRModel]) -> list[str]:
@@ -596,3 +478,94 @@ def model_config(model: CTRModel) -> dict:
     """The JSON-serialisable constructor arguments: ``build_model(**model_config(m))`` rebuilds ``m``'s
     architecture (parameter names and shapes; load the state_dict for the weights)."""
     return copy.deepcopy(model.config)
+
+
+# --------------------------------------------------------------------------------------------------
+# the ctr params section
+
+
+def _models_with_options() -> list[str]:
+    return [n for n, cls in MODELS.items() if cls.Options is not None]
+
+
+@dataclass(frozen=True)
+class CtrParams(CtrShared):
+    """params.yaml ``ctr``: the CTR model (FuxiCTR model_zoo semantics), built by :func:`build_ctr_model`.
+
+    The shared keys (:class:`CtrShared`; ``model`` is one of :data:`MODELS`) plus one sub-section
+    ``ctr.<name>`` per registered model that has ``Options``, each parsed with that model's ``Options``
+    (an unknown, missing or mistyped key is a ``ConfigError`` naming e.g. ``ctr.dcnv2.structure``). Every
+    sub-section is required and checked, whichever model is selected. ``by_model`` maps each such model
+    name to its parsed options, ``options`` is the selected model's (``None`` for a model without any), and
+    ``ctr.<name>`` also reads as the attribute ``<name>`` (``p.ctr.deepfm.encoder``).
+    """
+
+    SECTION: ClassVar[str] = "ctr"
+
+    by_model: dict[str, Any]
+
+    @classmethod
+    def from_params(cls, data, prefix: str = "ctr") -> "CtrParams":
+        dot = f"{prefix}." if prefix else ""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{prefix}: expected a mapping, got {type(data).__name__}")
+        subs = _models_with_options()
+        names = [*SHARED_KEYS, *subs]
+        check_keys(data, names, prefix)
+        shared = from_mapping(CtrShared, {k: data[k] for k in SHARED_KEYS}, prefix)
+        if shared.model not in MODELS:
+            raise ConfigError(f"{dot}model: '{shared.model}' is not one of {list(MODELS)}")
+        by_model = {}
+        for name in subs:
+            if not isinstance(data[name], dict):
+                raise ConfigError(f"{dot}{name}: expected a mapping, got {type(data[name]).__name__}")
+            by_model[name] = from_mapping(MODELS[name].Options, data[name], f"{dot}{name}")
+        return cls(**{k: getattr(shared, k) for k in SHARED_KEYS}, by_model=by_model)
+
+    def validate(self) -> "CtrParams":
+        p = self.SECTION
+        if self.embedding_dim < 1:
+            raise ConfigError(f"{p}.embedding_dim: {self.embedding_dim} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{p}.dropout: {self.dropout} is not in [0, 1)")
+        for i, h in enumerate(self.hidden_units):
+            if h < 1:
+                raise ConfigError(f"{p}.hidden_units[{i}]: {h} must be >= 1")
+        for name, opts in self.by_model.items():
+            opts.validate(f"{p}.{name}")
+        return self
+
+    def __getattr__(self, name: str):
+        by_model = self.__dict__.get("by_model") or {}
+        if name.startswith("__") or name not in by_model:
+            raise AttributeError(name)
+        return by_model[name]
+
+    @property
+    def options(self) -> ModelOptions | None:
+        """The selected model's options (``None`` for a model without any)."""
+        return self.by_model.get(self.model)
+
+    def model_kwargs(self) -> dict:
+        """Constructor arguments of ``model``: the shared ones plus that model's own options only."""
+        kw = {"embedding_dim": self.embedding_dim, "hidden_units": list(self.hidden_units),
+              "dropout": self.dropout, "batch_norm": self.batch_norm}
+        if self.options is not None:
+            kw.update(self.options.kwargs())
+        return kw
+
+    def with_model(self, model: str, **changes) -> "CtrParams":
+        """A copy with ``model`` selected and ``changes`` applied to its options (benchmarks, comparisons)."""
+        if model not in MODELS:
+            raise ConfigError(f"{self.SECTION}.model: '{model}' is not one of {list(MODELS)}")
+        by_model = dict(self.by_model)
+        if changes:
+            if model not in by_model:
+                raise ConfigError(f"{self.SECTION}.{model}: model {model!r} has no options to change")
+            by_model[model] = dataclasses.replace(by_model[model], **changes)
+        return dataclasses.replace(self, model=model, by_model=by_model)
+
+
+def build_ctr_model(ctr: CtrParams, vocab_sizes: Sequence[int]) -> CTRModel:
+    """The model ``ctr`` selects, with the shared params and its own options."""
+    return build_model(ctr.model, vocab_sizes, **ctr.model_kwargs())

@@ -1,10 +1,9 @@
-"""Adam, SAM and Helen as step rules the one training loop calls the same way: ``rule.step(x, closure)``.
+"""The CTR branch's step rules: Adam, SAM and Helen, called by the one training loop the same way,
+``rule.step(x, closure)`` (see :mod:`pipeline.core.optim` for the contract). Models know nothing about
+optimizers.
 
-``closure()`` zero-free: it runs forward + loss + backward and returns the (detached) loss; the rule
-decides how often to call it and what to do with the gradients. Models know nothing about optimizers.
-
-* **Adam** (``PlainAdam``): one forward/backward, global grad-norm clipping (``clip_norm``, FuxiCTR's 10),
-  Adam with separate embedding / net learning rates.
+* **Adam** (:class:`pipeline.core.optim.PlainAdam`, shared by every branch): one forward/backward, global
+  grad-norm clipping (``clip_norm``, FuxiCTR's 10), Adam with separate embedding / net learning rates.
 * **SAM** (Foret et al., 2021): g = ∇L(w); ε = ρ g / ‖g‖₂ over all parameters; w + ε; ∇L(w + ε);
   restore w; base Adam step with the perturbed-point gradient.
 * **Helen** (Zhu et al., WWW 2024; faithful to NUS-HPC-AI-Lab/Helen ``optim/Helen.py``): per batch, count
@@ -19,47 +18,11 @@ decides how often to call it and what to do with the gradients. Models know noth
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-Closure = Callable[[], torch.Tensor]
-
-
-def _adam(embed_params, net_params, lr_embed: float, lr_net: float) -> torch.optim.Adam:
-    groups = [{"params": list(embed_params), "lr": lr_embed, "name": "embedding"},
-              {"params": list(net_params), "lr": lr_net, "name": "net"}]
-    # fused: one vectorised pass over every tensor (CPU and CUDA); on CPU it is several times faster than
-    # the default per-tensor loop over large embedding tables (bench/ctr_train.py), same update rule
-    return torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.999), eps=1e-8, fused=True)
-
-
-class PlainAdam:
-    """The plain-optimizer path: one backward, clip the global grad norm, Adam step."""
-
-    def __init__(self, embed_params, net_params, *, lr_embed: float, lr_net: float, clip_norm: float = 10.0):
-        self.optimizer = _adam(embed_params, net_params, lr_embed, lr_net)
-        self.clip_norm = clip_norm
-
-    def _params(self):
-        return [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def step(self, x: torch.Tensor, closure: Closure) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = closure()
-        if self.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self._params(), self.clip_norm)
-        self.optimizer.step()
-        return loss
-
-    def state_dict(self):
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state):
-        self.optimizer.load_state_dict(state)
-
+from pipeline.core.optim import Closure, PlainAdam
 
 class SAM(PlainAdam):
     """Sharpness-aware minimisation with an Adam base optimizer (no clipping, as in the SAM recipe)."""

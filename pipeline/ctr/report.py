@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
 
-from pipeline.core.config import AvazuParams
 from pipeline.ctr import vocab as vc
 
 
@@ -18,7 +17,7 @@ def _oracle(stats: dict) -> dict:
     return {"oracle_auc": float(roc_auc_score(y, pr)), "oracle_logloss": float(log_loss(y, pr, labels=[0, 1]))}
 
 
-def build_vocab_report(a: AvazuParams, fields, vocab_, per_source, datasets, split_stats, synthetic: bool) -> dict:
+def build_vocab_report(a, fields, vocab_, per_source, datasets, split_stats, synthetic: bool) -> dict:
     train_names = [f"{s}/train" for s in a.sources]
     report = {
         "dataset": "avazu (" + ", ".join(a.sources) + ")",

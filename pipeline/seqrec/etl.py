@@ -347,6 +347,34 @@ def write_finetune(seqs: Sequences, meta: dict[str, fm.ItemMeta] | None, out: Pa
             "avg_length": round(n / max(len(kept), 1), 3)}
 
 
+def write_finetune_sets(finetune: dict[str, Sequences], formats: dict[str, str], pool_meta: dict[str, fm.ItemMeta],
+                        out_dir: Path, tokenizer, *, min_inter: int, max_title: int, max_brand: int) -> dict:
+    """Each fine-tuning set as ``out_dir/amazon-<name>/`` RecBole files; its item text is the file's own
+    (RecBole .item) or, for 2014 reviews, the pool metadata's. Returns per set: counts, the tokenizer's
+    coverage of its titles/brands (when it has text) and its ``format``."""
+    report = {}
+    for n, seqs in finetune.items():
+        meta = seqs.meta if seqs.meta is not None else (pool_meta if formats[n] == "reviews" else None)
+        st = write_finetune(seqs, meta, out_dir / finetune_name(n), finetune_name(n), min_inter)
+        if meta is not None:
+            items = sorted({i for seq in seqs.items for i in seq})
+            _, _, cov = tokenize_items(tokenizer, [meta[i].title if i in meta else "" for i in items],
+                                       [meta[i].brand if i in meta else "" for i in items], max_title, max_brand)
+            st["tokenizer_coverage"] = cov
+        st["format"] = formats[n]
+        report[n] = st
+    return report
+
+
+def users_in_sets(folder: Path, users: set[str]) -> int:
+    """Rows of the RecBole sets ``folder/*/*.inter`` whose user is in ``users`` (the pretraining sets against
+    the fine-tuning users: must be 0)."""
+    n = 0
+    for f in folder.glob("*/*.inter"):
+        n += sum(1 for r in fm.read_recbole(f) if r["user_id"] in users)
+    return n
+
+
 # ------------------------------------------------------------------------------------------------ tokenizer
 
 

@@ -1,13 +1,15 @@
 """Typed params of the Amazon scaling branch (sections ``amazon``, ``pretrain``, ``finetune``).
 
-No defaults here: they live in params.yaml. ``validate()`` raises ConfigError naming the key.
+No defaults here: they live in params.yaml. ``validate()`` raises ConfigError naming the key; the
+cross-section checks are :data:`CHECKS` (run by ``pipeline.core.params.load_stage`` for a stage that loads
+all the sections a check names). :data:`SECTIONS` are the section classes the Amazon stages load.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pipeline.core.errors import ConfigError
 
@@ -52,6 +54,8 @@ class AmazonLocal:
 
 @dataclass(frozen=True)
 class AmazonParams:
+    SECTION: ClassVar[str] = "amazon"
+
     source: Literal["synthetic", "local"]
     synthetic: AmazonSynthetic
     local: AmazonLocal
@@ -105,6 +109,8 @@ class AmazonParams:
 class PretrainParams:
     """Pretraining (matrix: amazon.scales x pretrain.sizes) and the optimisation shared with finetune."""
 
+    SECTION: ClassVar[str] = "pretrain"
+
     sizes: list[str]           # model sizes '<layers>x<hidden>'
     heads: int
     ffn_mult: int              # FFN inner width = ffn_mult x hidden
@@ -142,6 +148,10 @@ class PretrainParams:
 
 @dataclass(frozen=True)
 class FinetuneParams:
+    """Fine-tuning (foreach amazon.finetune_datasets); architecture and the rest of the optimisation: pretrain."""
+
+    SECTION: ClassVar[str] = "finetune"
+
     from_: Literal["scratch", "pretrained"] = field(metadata={"key": "from"})
     init_scale: int            # the pretrained run to start from (and whose architecture scratch uses)
     init_size: str
@@ -176,3 +186,45 @@ def _common(p: PretrainParams, prefix: str) -> None:
         raise ConfigError(f"{prefix}.warmup: {p.warmup} is not in (0, 1)")
     if p.div_factor < 1 or p.final_div_factor < 1:
         raise ConfigError(f"{prefix}.div_factor and {prefix}.final_div_factor must be >= 1")
+
+
+def pretrain_size(sizes: list[str], size: str) -> tuple[int, int]:
+    """(layers, hidden) of ``size``, which must be one of ``pretrain.sizes``."""
+    if size not in sizes:
+        raise ConfigError(f"pretrain.sizes: '{size}' is not listed ({sizes})")
+    return parse_size(size)
+
+
+def run_name(scale: int, size: str) -> str:
+    """The name of the pretraining run on the ``scale`` set with model ``size`` (dvc.yaml matrix item)."""
+    parse_size(size)
+    return f"{scale}-{size}"
+
+
+def _check_init_run(s: dict) -> None:
+    a, pt, f = s["amazon"], s["pretrain"], s["finetune"]
+    if f.init_scale not in a.scales:
+        raise ConfigError(f"finetune.init_scale: {f.init_scale} is not one of amazon.scales {a.scales}")
+    if f.init_size not in pt.sizes:
+        raise ConfigError(f"finetune.init_size: '{f.init_size}' is not one of pretrain.sizes {pt.sizes}")
+
+
+def _check_pretrained_is_text(s: dict) -> None:
+    if s["finetune"].from_ == "pretrained" and s["pretrain"].item_repr != "text":
+        raise ConfigError("finetune.from: 'pretrained' needs pretrain.item_repr 'text' (an id-based model has "
+                          "no weights for another catalogue's items)")
+
+
+def _check_s3rec_has_no_text(s: dict) -> None:
+    a, f = s["amazon"], s["finetune"]
+    if a.source == "local" and a.local.finetune_format == "s3rec" and (
+            f.from_ == "pretrained" or f.item_repr == "text"):
+        raise ConfigError("finetune.item_repr: S3-Rec files carry no item text; use finetune.item_repr: id and "
+                          "finetune.from: scratch")
+
+
+SECTIONS = (AmazonParams, PretrainParams, FinetuneParams)
+# (sections, check): a stage that loads all of a check's sections declares the keys the check reads
+CHECKS = [(("amazon", "pretrain", "finetune"), _check_init_run),          # amazon.scales, pretrain.sizes
+          (("pretrain", "finetune"), _check_pretrained_is_text),          # pretrain.item_repr
+          (("amazon", "finetune"), _check_s3rec_has_no_text)]             # amazon.source, .local.finetune_format

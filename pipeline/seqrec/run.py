@@ -1,9 +1,18 @@
-"""Glue between the RecBole atomic sets written by the ETL, the models and the one training loop."""
+"""Glue between the RecBole atomic sets written by the ETL, the models and the one training loop: the run
+config from params (:func:`run_config`), the model with its item text and pretrained init (:func:`init_model`),
+fit + evaluation (:func:`train_and_evaluate`) and the reports of the pretrain / finetune stages.
+
+Recipe (seed: Zivic et al., "Scaling Sequential Recommendation Models with Transformers", SIGIR 2024, on top of
+SASRec, Kang & McAuley 2018): pretraining uses the sampled InfoNCE loss and the ``sampled_<K>`` protocol
+monitored on NDCG@5; fine-tuning uses ``finetune.loss`` and full ranking (RecBole's full sort) monitored on
+NDCG@10, with pretrain's architecture and the rest of its optimisation.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +21,16 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.core.train import run_key  # noqa: F401  (the stages call rn.run_key)
+from pipeline.core.io import write_json
+from pipeline.core.optim import OneCycleAdam
+from pipeline.core.seeding import derive_seed, seed_everything
 from pipeline.core.train import LoopConfig, Trainer
 from pipeline.seqrec import formats as fm
 from pipeline.seqrec.etl import tokenize_items
 from pipeline.seqrec.model import SASRec, build_model, parameter_counts
+from pipeline.seqrec.params import FinetuneParams, PretrainParams, pretrain_size
 from pipeline.seqrec.synthetic import Oracle
-from pipeline.seqrec.train import OneCycleAdam, SeqRecTask, eval_split, pack_sequences
+from pipeline.seqrec.train import SeqRecTask, eval_split, pack_sequences
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +142,49 @@ class RunConfig:
     seed: int
 
 
+def run_config(pt: PretrainParams, *, size: str, max_len: int, seed: int, run: str,
+               finetune: FinetuneParams | None = None, variant: str = "scratch") -> RunConfig:
+    """The run of pretraining (``finetune`` None: sampled loss, ``sampled_<pretrain.eval_negatives>``,
+    monitor NDCG@5) or of one fine-tuning ``variant`` (scratch | pretrained: finetune's loss, epochs, batch,
+    lr, patience; full ranking, monitor NDCG@10); architecture and the rest of the optimisation from ``pt``.
+    The run's seed is derived from the one ``seed`` and ``run`` (the pretraining run name or the dataset)."""
+    layers, dim = pretrain_size(pt.sizes, size)
+    shared = dict(layers=layers, dim=dim, heads=pt.heads, ffn_mult=pt.ffn_mult, dropout=pt.dropout, max_len=max_len,
+                  num_negatives=pt.num_negatives, neg_alpha=pt.neg_alpha, logq=pt.logq, weight_decay=pt.weight_decay,
+                  clip_norm=pt.clip_norm, warmup=pt.warmup, div_factor=pt.div_factor,
+                  final_div_factor=pt.final_div_factor)
+    if finetune is None:
+        return RunConfig(item_repr=pt.item_repr, loss="sampled", epochs=pt.epochs, batch_size=pt.batch_size,
+                         lr=pt.lr, patience=pt.patience, protocol=f"sampled_{pt.eval_negatives}",
+                         eval_negatives=pt.eval_negatives, eval_users=pt.eval_users, mask_history=True,
+                         monitor="ndcg@5", seed=derive_seed(seed, "amazon-pretrain", run) % 2**31, **shared)
+    f = finetune
+    return RunConfig(item_repr="text" if variant == "pretrained" else f.item_repr, loss=f.loss, epochs=f.epochs,
+                     batch_size=f.batch_size, lr=f.lr, patience=f.patience, protocol="full_ranking",
+                     eval_negatives=0, eval_users=0, mask_history=f.mask_history, monitor="ndcg@10",
+                     seed=derive_seed(seed, "amazon-finetune", run) % 2**31, **shared)
+
+
+def finetune_variants(from_: str) -> list[str]:
+    """``from: pretrained`` also trains the scratch reference (same architecture, seed and schedule)."""
+    return ["scratch", "pretrained"] if from_ == "pretrained" else ["scratch"]
+
+
+def init_model(cfg: RunConfig, ds: SeqDataset, tokenizer, max_title: int, max_brand: int,
+               pretrained: Path | None = None) -> tuple[SASRec, dict | None]:
+    """The model of a run, seeded with ``cfg.seed``: text item encoder over the catalogue's title/brand tokens
+    (``cfg.item_repr`` text) or an id table; ``pretrained``: a pretraining run's model.pt loaded into it.
+    Returns (model, tokenizer coverage of the catalogue or None)."""
+    tokens = cov = None
+    if cfg.item_repr == "text":
+        *tokens, cov = item_tokens(ds, tokenizer, max_title, max_brand)
+    seed_everything(cfg.seed)
+    model = make_model(cfg, ds, tokens, tokenizer.get_vocab_size())
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
+    return model, cov
+
+
 def make_model(cfg: RunConfig, ds: SeqDataset, tokens: tuple | None, vocab_size: int) -> SASRec:
     kw = dict(dim=cfg.dim, layers=cfg.layers, heads=cfg.heads, ffn_mult=cfg.ffn_mult, max_len=cfg.max_len,
               dropout=cfg.dropout)
@@ -142,6 +197,7 @@ def train_and_evaluate(cfg: RunConfig, ds: SeqDataset, model: SASRec, *, checkpo
                        tb_dir: Path | None, oracle: Oracle | None, max_steps: int = 0) -> dict:
     """Fit with the one loop (early stopping on valid ``cfg.monitor``, best reload, resume), then evaluate
     train/valid/test (with the oracle beside the model on synthetic data)."""
+    t0 = time.time()
     train = pack_sequences([s[:-2] for s in ds.seqs], cfg.max_len)
     if len(train) == 0:
         raise DataError(ds.name, "no user has 4 or more interactions", expected="leave-one-out needs >= 4")
@@ -163,7 +219,7 @@ def train_and_evaluate(cfg: RunConfig, ds: SeqDataset, model: SASRec, *, checkpo
     metrics = {sp: task.evaluate_model(model, d, with_oracle=True) for sp, d in splits.items()}
     return {"metrics": metrics, "history": state.history, "best_epoch": state.best_epoch,
             "epochs_run": len(state.history), "steps": state.global_step, "train_rows": len(train),
-            **parameter_counts(model)}
+            **parameter_counts(model), "wall_seconds": round(time.time() - t0, 1)}
 
 
 def load_pretrained(model: SASRec, path: Path) -> dict:
@@ -174,3 +230,64 @@ def load_pretrained(model: SASRec, path: Path) -> dict:
         raise ConfigError(f"finetune.init_size: the pretrained checkpoint {path} does not fit this model "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return {"loaded_tensors": len(state)}
+
+
+def save_model(folder: Path, model: SASRec, config: dict) -> None:
+    """``folder/model.pt`` (the state_dict) and ``folder/config.json``."""
+    torch.save(model.state_dict(), folder / "model.pt")
+    write_json(folder / "config.json", config)
+
+
+SPLIT = "train, valid and test (leave-one-out)"
+
+
+def pretrain_report(ds: SeqDataset, cfg: RunConfig, res: dict, *, scale: int, size: str, synthetic: bool,
+                    coverage: dict | None) -> dict:
+    """The metrics JSON of a pretraining run (the headline: test NDCG@5 beside the oracle's)."""
+    report = {"dataset": ds.name, "split": SPLIT, "protocol": cfg.protocol, "synthetic": synthetic, "scale": scale,
+              "interactions": ds.interactions, "users": len(ds.users), "items": ds.num_items, "size": size,
+              "layers": cfg.layers, "hidden": cfg.dim, "heads": cfg.heads, "item_repr": cfg.item_repr,
+              "params_total": res["params_total"], "params_non_embedding": res["params_non_embedding"],
+              "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"], "steps": res["steps"],
+              "wall_seconds": res["wall_seconds"], "tokenizer_coverage": coverage,
+              "test_ndcg@5": res["metrics"]["test"]["ndcg@5"], "metrics": res["metrics"]}
+    if "oracle_ndcg@5" in res["metrics"]["test"]:
+        report["test_oracle_ndcg@5"] = res["metrics"]["test"]["oracle_ndcg@5"]
+    return report
+
+
+def pretrain_model_config(model: SASRec, cfg: RunConfig, *, vocab_size: int, trained_on: str) -> dict:
+    return {"item_repr": cfg.item_repr, **model.config, "vocab_size": vocab_size, "ffn_mult": cfg.ffn_mult,
+            "trained_on": trained_on}
+
+
+def learning_curve(history: list) -> list:
+    """The DVC plot of a run: per evaluation, train loss, the valid ranking metrics and the lr."""
+    return [{"epoch": h["epoch"], "step": h["step"], "train_loss": h["train_loss"],
+             **{k: v for k, v in h.items() if k.startswith("valid_") and "@" in k}, "lr": h["lr"]} for h in history]
+
+
+VARIANT_KEYS = ("metrics", "params_total", "params_non_embedding", "best_epoch", "epochs_run", "steps",
+                "wall_seconds", "item_repr", "init")
+
+
+def finetune_report(ds: SeqDataset, results: dict[str, dict], *, f: FinetuneParams, synthetic: bool,
+                    coverage: dict | None) -> dict:
+    """The metrics JSON of a fine-tuning dataset: the ``finetune.from`` variant's figures at the top (test
+    NDCG@10 beside the oracle's) and every variant trained (scratch, and pretrained) under ``variants``;
+    ``results[variant]`` is :func:`train_and_evaluate`'s dict plus ``item_repr`` and ``init``."""
+    main = results[f.from_]
+    report = {"dataset": ds.name, "split": SPLIT, "protocol": "full_ranking", "synthetic": synthetic,
+              "from": f.from_, "users": len(ds.users), "items": ds.num_items, "interactions": ds.interactions,
+              "size": f.init_size, "loss": f.loss, "mask_history": f.mask_history, "tokenizer_coverage": coverage,
+              "params_total": main["params_total"], "params_non_embedding": main["params_non_embedding"],
+              "test_ndcg@10": main["metrics"]["test"]["ndcg@10"], "metrics": main["metrics"],
+              "variants": {v: {k: r[k] for k in VARIANT_KEYS} for v, r in results.items()}}
+    if "oracle_ndcg@10" in main["metrics"]["test"]:
+        report["test_oracle_ndcg@10"] = main["metrics"]["test"]["oracle_ndcg@10"]
+    return report
+
+
+def finetune_model_config(model: SASRec, cfg: RunConfig, ds: SeqDataset, *, from_: str, vocab_size: int) -> dict:
+    return {"item_repr": cfg.item_repr, **model.config, "from": from_, "vocab_size": vocab_size,
+            "num_items": ds.num_items, "items": ds.items}

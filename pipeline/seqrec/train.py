@@ -1,8 +1,8 @@
 """Training and evaluation of the sequential models through the one training loop (pipeline.core.train).
 
-* :class:`OneCycleAdam`: the step rule (Adam, weight decay as L2, grad-norm clipping, one-cycle schedule
-  applied per step: linear warm-up over ``warmup`` of the steps from lr/div to lr, then cosine down to
-  lr/(div·final_div)); its step counter is in ``state_dict`` so a resumed run continues the schedule.
+The step rule is :class:`pipeline.core.optim.OneCycleAdam` (Adam, weight decay as L2, grad-norm clipping,
+one-cycle schedule per step; its step counter is in ``state_dict`` so a resumed run continues the schedule).
+
 * :class:`SeqRecTask`: the loss of a batch of packed sequences (``x`` = [b, max_len + 1] left-padded item
   ids; inputs x[:, :-1], targets x[:, 1:], every position with a history and a target is trained, in one
   causal pass; the batch's sequences are packed several to a row first, :func:`pack_rows`) and the
@@ -23,16 +23,16 @@ Leave-one-out per user: train = items[:-2], valid target items[-2], test target 
 predicts the last training item from the ones before it. Protocols:
 ``full_ranking`` (the target against every catalogue item; with ``mask_history`` the user's earlier items
 are not ranked, as in RecBole's full sort) and ``sampled_<K>`` (the target against K items drawn uniformly
-without replacement among those the user has not interacted with; seeded per split). Rank = number of
-candidates scoring strictly higher plus ties (pessimistic); NDCG@k = 1/log2(rank + 2) if rank < k,
-HR@k = 1(rank < k). On synthetic data the planted next-item distribution (:class:`Oracle`) is ranked by the
+without replacement among those the user has not interacted with; seeded per split). Ranks and metrics are
+:mod:`pipeline.core.ranking`'s (ties count against the model: rank = candidates scoring strictly higher
+plus the other candidates scoring the same; NDCG@k = 1/log2(rank + 2) if rank < k, HR@k = 1(rank < k)).
+On synthetic data the planted next-item distribution (:class:`Oracle`) is ranked by the
 same protocol and reported as ``oracle_*``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,61 +40,13 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.data import TensorData
+from pipeline.core.ranking import rank_metrics, target_ranks
 from pipeline.core.seeding import rng
 from pipeline.core.train import Task
 
 log = logging.getLogger(__name__)
 
 KS = (5, 10, 20)
-
-
-# ------------------------------------------------------------------------------------------------ step rule
-
-
-def one_cycle_lr(step: int, total: int, lr: float, warmup: float, div: float, final_div: float) -> float:
-    """Learning rate before optimizer step ``step`` (0-based) of ``total``: linear warm-up from lr/div to
-    lr over ceil(warmup·total) steps, then cosine annealing to lr/(div·final_div)."""
-    start, end = lr / div, lr / (div * final_div)
-    up = max(1, math.ceil(warmup * total))
-    if step < up:
-        return start + (lr - start) * step / up
-    down = max(1, total - up)
-    t = min(1.0, (step - up) / down)
-    return end + (lr - end) * (1 + math.cos(math.pi * t)) / 2
-
-
-class OneCycleAdam:
-    """Adam (weight decay as L2) + global grad-norm clipping + the one-cycle schedule, per step."""
-
-    def __init__(self, params, *, lr: float, weight_decay: float, clip_norm: float, total_steps: int,
-                 warmup: float, div_factor: float, final_div_factor: float):
-        self.params = [p for p in params if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=lr / div_factor, betas=(0.9, 0.999), eps=1e-8,
-                                          weight_decay=weight_decay)
-        self.peak, self.clip_norm, self.total = lr, clip_norm, max(1, total_steps)
-        self.warmup, self.div, self.final_div = warmup, div_factor, final_div_factor
-        self.steps = 0
-
-    def lr_at(self, step: int) -> float:
-        return one_cycle_lr(step, self.total, self.peak, self.warmup, self.div, self.final_div)
-
-    def step(self, x: torch.Tensor, closure) -> torch.Tensor:
-        for g in self.optimizer.param_groups:
-            g["lr"] = self.lr_at(self.steps)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = closure()
-        if self.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
-        self.optimizer.step()
-        self.steps += 1
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps = int(state["steps"])
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -204,19 +156,12 @@ def eval_split(seqs: list[np.ndarray], split: str, max_len: int, users: np.ndarr
     return EvalSet(split, torch.from_numpy(hist), target, u, full)
 
 
-def rank_metrics(ranks: np.ndarray, ks=KS, prefix: str = "") -> dict:
+def split_metrics(ranks: np.ndarray, prefix: str = "") -> dict:
+    """NDCG@k and HR@k for k in :data:`KS` (pipeline.core.ranking), keys in the order ndcg@5, hr@5, ndcg@10, ..."""
     out = {}
-    for k in ks:
-        hit = ranks < k
-        out[f"{prefix}ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0))) if len(ranks) else 0.0
-        out[f"{prefix}hr@{k}"] = float(np.mean(hit)) if len(ranks) else 0.0
+    for k in KS:
+        out.update(rank_metrics(ranks, ndcg=(k,), hr=(k,), prefix=prefix))
     return out
-
-
-def rank_of_target(scores: np.ndarray, target_col: np.ndarray) -> np.ndarray:
-    """Pessimistic rank of the target column per row: candidates scoring higher, plus ties."""
-    t = scores[np.arange(len(scores)), target_col][:, None]
-    return (scores > t).sum(1) + (scores == t).sum(1) - 1
 
 
 def sample_negatives(g: np.random.Generator, num_items: int, k: int, exclude: np.ndarray) -> np.ndarray:
@@ -345,7 +290,7 @@ class SeqRecTask(Task):
                 c = cands[sl]
                 scores = np.take_along_axis((h @ vecs.T).numpy(), c, axis=1)
                 scores[c == 0] = -np.inf                           # padding (tiny catalogue only)
-                ranks.append(rank_of_target(scores, np.zeros(len(c), dtype=np.int64)))
+                ranks.append(target_ranks(scores, np.zeros(len(c), dtype=np.int64)))
             else:
                 scores = (h @ vecs.T).numpy()
                 scores[:, 0] = -np.inf
@@ -353,30 +298,33 @@ class SeqRecTask(Task):
                     for r, hist in enumerate(data.full_hist[sl]):
                         keep = hist[hist != data.target[i + r]]
                         scores[r, keep] = -np.inf
-                ranks.append(rank_of_target(scores, data.target[sl]))
+                ranks.append(target_ranks(scores, data.target[sl]))
             if with_oracle and self.oracle is not None:
                 oranks.append(self._oracle_ranks(data, sl, cands[sl] if sampled else None))
-        out = rank_metrics(np.concatenate(ranks) if ranks else np.zeros(0))
+        out = split_metrics(np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64))
         out["users"] = len(data)
         if sampled:
             out["min_candidates"] = int((cands != 0).sum(1).min()) if len(cands) else 0
         if oranks:
-            out.update(rank_metrics(np.concatenate(oranks), prefix="oracle_"))
+            out.update(split_metrics(np.concatenate(oranks), prefix="oracle_"))
         return out
 
     def _oracle_ranks(self, data: EvalSet, sl: slice, cands) -> np.ndarray:
+        """The oracle's ranks of the batch's targets, by the same protocol and tie rule as the model's."""
         o = self.oracle
-        out = []
+        rows = []
         all_items = np.arange(1, self.num_items + 1)
         for r, (u, hist, t) in enumerate(zip(data.users[sl], data.full_hist[sl], data.target[sl])):
             if cands is not None:
                 s = o.scores(int(u), hist, np.maximum(cands[r], 1))
                 s[cands[r] == 0] = -np.inf
-                out.append(int((s > s[0]).sum() + (s == s[0]).sum() - 1))
             else:
                 s = o.scores(int(u), hist, all_items)
                 if self.mask_history:
                     keep = hist[hist != t]
                     s[keep - 1] = -np.inf
-                out.append(int((s > s[t - 1]).sum() + (s == s[t - 1]).sum() - 1))
-        return np.asarray(out)
+            rows.append(s)
+        if not rows:
+            return np.zeros(0, dtype=np.int64)
+        col = np.zeros(len(rows), dtype=np.int64) if cands is not None else data.target[sl] - 1
+        return target_ranks(np.stack(rows), col)

@@ -3,7 +3,8 @@
 ``ann.index``: ``flat`` (exact, IndexFlatIP), ``hnsw`` (IndexHNSWFlat, M / efConstruction / efSearch) or
 ``ivfpq`` (IndexIVFPQ over a flat IP coarse quantizer, nlist / nprobe / m sub-quantizers of nbits).
 Searches ask for ``k + max excluded`` neighbours and drop each user's excluded items (earlier clicks) and
-the padding row, so every user gets exactly ``k`` candidates when the catalogue allows it.
+the padding row, so every user gets exactly ``k`` candidates when the catalogue allows it. Recall of the
+held-out click is :mod:`pipeline.core.ranking`'s ``recall@k`` over the candidate positions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import time
 
 import faiss
 import numpy as np
+
+from pipeline.core.errors import DataError
+from pipeline.core.ranking import position_ranks, rank_metrics
+from pipeline.tenrec.prepare import Sequences, Split, clicked_sets
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +95,55 @@ def overlap_recall(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.isin(e, a).sum() / max(valid, 1))
 
 
-def hit_recall(candidates: np.ndarray, target: np.ndarray, ks) -> dict:
-    """Recall@k of the held-out item among each row's first k candidates."""
-    hit = candidates == target[:, None]
-    pos = np.where(hit.any(1), hit.argmax(1), candidates.shape[1])
-    return {f"recall_{k}": float((pos < k).mean()) for k in ks}
+def recall_metrics(candidates: np.ndarray, target: np.ndarray, ks, prefix: str = "") -> dict:
+    """``recall@k`` of the held-out item among each row's first k candidates (an ordered list: its position
+    is its rank; pipeline.core.ranking)."""
+    return rank_metrics(position_ranks(candidates, target), recall=ks, prefix=prefix)
+
+
+def load_embeddings(path, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """(item vectors, test query vectors) of train_retrieval's ``embeddings.npz``; DataError when it was
+    written for other prepared data."""
+    with np.load(path) as z:
+        if not np.array_equal(z["eval_users"], split.eval_users):
+            raise DataError(path, "out of step with the prepared data (its evaluation users differ)",
+                            expected="embeddings written from the current data/tenrec/prepared: re-run "
+                                     "tenrec_train_retrieval")
+        return z["items"], z["test_queries"]
+
+
+def index_candidates(s: Sequences, split: Split, items: np.ndarray, test_queries: np.ndarray, a, *,
+                     exclude_history: bool, seed: int) -> tuple[np.ndarray, dict, float]:
+    """The ``a.index`` index (``a``: the ``ann`` section) over ``items``; the first ``a.top_k`` candidates of
+    every test query (the user's earlier clicks dropped when ``exclude_history``); their ``recall@k`` of the
+    held-out click beside exact search's (``exact_recall@k``), the index's recall against exact search and
+    queries/s of both. (candidates int32 [queries, top_k], metrics, build seconds)."""
+    faiss.omp_set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    index = build_index(items, a.index, hnsw_m=a.hnsw_m, ef_construction=a.hnsw_ef_construction,
+                        ef_search=a.hnsw_ef_search, nlist=a.ivf_nlist, nprobe=a.ivf_nprobe, pq_m=a.pq_m,
+                        pq_nbits=a.pq_nbits, seed=seed)
+    build_s = time.perf_counter() - t0
+    exact_index = build_index(items, "flat")
+    upto = split.n_train[split.eval_users] + 1                  # test queries: train clicks + the valid click
+    rows, excl = (clicked_sets(s, split.eval_users, upto) if exclude_history
+                  else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    extra = min(int(upto.max()), a.top_k) + 1 if exclude_history else 1
+    width = min(a.top_k + extra, len(items))
+    raw, qps = search(index, test_queries, width)
+    exact_raw, exact_qps = search(exact_index, test_queries, width)
+    cand = filter_excluded(raw, a.top_k, rows, excl)
+    exact = filter_excluded(exact_raw, a.top_k, rows, excl)
+    metrics = {**recall_metrics(cand, split.test_item, a.recall_at),
+               **recall_metrics(exact, split.test_item, a.recall_at, prefix="exact_"),
+               "ann_recall_vs_exact": overlap_recall(cand, exact), "qps": round(qps, 1),
+               "exact_qps": round(exact_qps, 1)}
+    return cand.astype(np.int32), metrics, build_s
+
+
+def index_report(a, metrics: dict, *, n_items: int, n_queries: int, build_seconds: float, dataset: str) -> dict:
+    """reports/tenrec/index.json."""
+    return {"dataset": dataset, "split": "test queries (each user's last click held out)",
+            "protocol": f"retrieved_top_{a.top_k}", "index": a.index, "top_k": a.top_k, "items": int(n_items),
+            "queries": int(n_queries), "build_seconds": round(build_seconds, 2), "threads": a.threads,
+            "metrics": {"test": metrics}}

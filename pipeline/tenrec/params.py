@@ -1,13 +1,18 @@
-"""Typed params of the Tenrec branch (sections ``tenrec``, ``retrieval``, ``ann``, ``ranking``).
+"""Typed params of the Tenrec branch: one dataclass per params.yaml section (``SECTION`` is its key):
+``tenrec`` (data), ``retrieval`` (two towers), ``ann`` (FAISS), ``ranking`` (the ranker and its training /
+validation protocol), ``ranking_eval`` (what only tenrec_evaluate reads) and ``encoder_scaling`` (the timing
+stage). Sections follow the stages, so a stage declares whole sections and a key that only one stage reads
+re-runs only that stage.
 
 No defaults here: params.yaml holds them (with a comment per key). ``validate`` raises ConfigError naming
-the key.
+the key; :data:`CHECKS` are the cross-section checks (``load_stage(..., checks=CHECKS)``), each run when a
+stage loads all of its sections.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pipeline.core.errors import ConfigError
 
@@ -40,6 +45,8 @@ class TenrecSynthetic:
 
 @dataclass(frozen=True)
 class TenrecParams:
+    SECTION: ClassVar[str] = "tenrec"
+
     source: Literal["synthetic", "local"]
     scenario: Literal["QB-video", "QK-video"]
     local_dir: str
@@ -71,6 +78,8 @@ class TenrecParams:
 
 @dataclass(frozen=True)
 class RetrievalParams:
+    SECTION: ClassVar[str] = "retrieval"
+
     embedding_dim: int
     hidden_units: list[int]          # tower MLPs (both towers), before the output projection
     history_len: int                 # most recent clicks pooled by the user tower
@@ -113,6 +122,8 @@ class RetrievalParams:
 
 @dataclass(frozen=True)
 class AnnParams:
+    SECTION: ClassVar[str] = "ann"
+
     index: Literal["flat", "hnsw", "ivfpq"]
     top_k: int                       # candidates per evaluation user
     recall_at: list[int]             # Recall@k of the held-out click
@@ -142,6 +153,10 @@ class AnnParams:
 
 @dataclass(frozen=True)
 class RankingParams:
+    """The ranker, its training and its validation protocol (tenrec_train_ranking reads all of it)."""
+
+    SECTION: ClassVar[str] = "ranking"
+
     encoder: Literal["fastformer", "transformer"]
     embedding_dim: int
     num_layers: int                  # the seed: 12; the embedded default is small
@@ -166,13 +181,11 @@ class RankingParams:
     eval_batch_size: int
     eval_users: int                  # users evaluated (valid during training, test in evaluate); 0 = all
     sampled_negatives: int           # protocol sampled_<1 + this>: the seed's 127
-    rerank_k: int                    # protocol retrieved_top_k: the first rerank_k ANN candidates
-    ndcg_k: int
-    scaling_lengths: list[int]  # tenrec_encoder_scaling: sequence lengths timed for Fastformer vs Transformer
+    ndcg_k: int                      # NDCG@ndcg_k (the early-stopping monitor)
 
     def validate(self) -> None:
         for key in ("embedding_dim", "num_layers", "num_heads", "ffn_dim", "max_len", "epochs", "batch_size",
-                    "patience", "eval_batch_size", "sampled_negatives", "rerank_k", "ndcg_k"):
+                    "patience", "eval_batch_size", "sampled_negatives", "ndcg_k"):
             _positive(f"ranking.{key}", getattr(self, key))
         if self.embedding_dim % self.num_heads:
             raise ConfigError(f"ranking.num_heads: {self.num_heads} does not divide ranking.embedding_dim "
@@ -186,3 +199,52 @@ class RankingParams:
             raise ConfigError(f"ranking.lr: {self.lr} must be > 0")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"ranking.lr_decay: {self.lr_decay} is not in (0, 1]")
+
+
+@dataclass(frozen=True)
+class RankingEvalParams:
+    """What only tenrec_evaluate reads (beside ``ranking``): the retrieved_top_k protocol."""
+
+    SECTION: ClassVar[str] = "ranking_eval"
+
+    rerank_k: int                    # protocol retrieved_top_k: the first rerank_k ANN candidates (<= ann.top_k)
+
+    def validate(self) -> None:
+        _positive("ranking_eval.rerank_k", self.rerank_k)
+
+
+@dataclass(frozen=True)
+class EncoderScalingParams:
+    """tenrec_encoder_scaling (timings only): the sequence lengths timed, Fastformer vs Transformer, at the
+    ranker's width, heads and depth (``ranking.{embedding_dim,num_heads,ffn_dim,num_layers}``)."""
+
+    SECTION: ClassVar[str] = "encoder_scaling"
+
+    lengths: list[int]
+
+    def validate(self) -> None:
+        if not self.lengths:
+            raise ConfigError("encoder_scaling.lengths: must list at least one length")
+        for i, n in enumerate(self.lengths):
+            _positive(f"encoder_scaling.lengths[{i}]", n)
+
+
+SECTIONS = (TenrecParams, RetrievalParams, AnnParams, RankingParams, RankingEvalParams, EncoderScalingParams)
+
+
+def check_rerank(sections: dict) -> None:
+    """The ranker re-ranks the first ``ranking_eval.rerank_k`` of the ``ann.top_k`` ANN candidates."""
+    rerank_k, top_k = sections["ranking_eval"].rerank_k, sections["ann"].top_k
+    if rerank_k > top_k:
+        raise ConfigError(f"ranking_eval.rerank_k: {rerank_k} > ann.top_k {top_k} "
+                          "(the ranker re-ranks the first rerank_k ANN candidates)")
+
+
+def check_pq(sections: dict) -> None:
+    """IVF-PQ splits the item vectors (``retrieval.embedding_dim`` wide) into ``ann.pq_m`` sub-vectors."""
+    a, dim = sections["ann"], sections["retrieval"].embedding_dim
+    if a.index == "ivfpq" and dim % a.pq_m:
+        raise ConfigError(f"ann.pq_m: {a.pq_m} does not divide retrieval.embedding_dim {dim}")
+
+
+CHECKS = [(("ranking_eval", "ann"), check_rerank), (("ann", "retrieval"), check_pq)]

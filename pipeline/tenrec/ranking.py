@@ -29,10 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.data import TensorData
-from pipeline.core.seeding import rng
-from pipeline.core.train import Task
+from pipeline.core.errors import DataError
+from pipeline.core.seeding import rng, seed_everything
+from pipeline.core.train import LoopState, Task
 from pipeline.tenrec.fastformer import Encoder
-from pipeline.tenrec.metrics import protocol_metrics
+from pipeline.tenrec.loop import best_valid, trainer as loop_trainer
+from pipeline.tenrec.metrics import beside_oracle, protocol_metrics
 from pipeline.tenrec.prepare import Sequences, Split, clicked_sets, histories
 
 log = logging.getLogger(__name__)
@@ -251,12 +253,12 @@ def evaluate_candidates(model: Ranker, cs: CandidateSet, k: int, batch_rows: int
 
 
 class RankingTask(Task):
-    """Weighted BCE on both heads; evaluation = the sampled protocol on the valid clicks; monitor NDCG@k."""
+    """Weighted BCE on both heads; evaluation = the sampled protocol on the valid clicks; monitor ``ndcg@k``."""
 
     def __init__(self, like_weight: float, like_pos_weight: float, ndcg_k: int, eval_batch_rows: int):
         self.like_weight, self.like_pos_weight = like_weight, like_pos_weight
         self.k, self.batch_rows = ndcg_k, eval_batch_rows
-        self.monitor = f"ndcg_{ndcg_k}"
+        self.monitor = f"ndcg@{ndcg_k}"
 
     def loss(self, model, x, y):
         return ranking_loss(model(x), y, x[:, LIKE].float(), self.like_weight, self.like_pos_weight)
@@ -273,27 +275,110 @@ def build_ranker(s: Sequences, rp) -> Ranker:
                   gradient_checkpointing=rp.gradient_checkpointing)
 
 
-def fit_ranking(s: Sequences, split: Split, rp, *, seed: int, checkpoint_dir, tb_dir, max_steps: int = 0):
-    """Build, train (the one loop, PlainAdam) and return (model, trainer, loop state, valid CandidateSet)."""
-    from pipeline.core.seeding import seed_everything
-    from pipeline.core.train import Trainer
-    from pipeline.ctr.optim import PlainAdam
-    from pipeline.tenrec.loop import loop_config
+@dataclass
+class RankingFit:
+    """What :func:`fit_ranking` returns: the trained ranker (best checkpoint), the loop's final state and the
+    valid candidate set it was monitored on."""
 
+    model: Ranker
+    state: LoopState
+    valid: CandidateSet
+
+
+def fit_ranking(s: Sequences, split: Split, rp, *, seed: int, checkpoint_dir, tb_dir, max_steps: int = 0
+                ) -> RankingFit:
+    """Build and train the ranker (the one loop, PlainAdam) on ``rp`` (the ``ranking`` section)."""
     seed_everything(seed)
     model = build_ranker(s, rp)
     train = training_rows(s, split, rp, seed)
     valid = sampled_candidates(s, split, "valid", eval_users(split, rp.eval_users, seed, "valid"),
                                rp.sampled_negatives, rp.max_len, seed)
-    emb = model.embedding_parameters()
-    emb_ids = {id(p) for p in emb}
-    rule = PlainAdam(emb, [p for p in model.parameters() if id(p) not in emb_ids], lr_embed=rp.lr, lr_net=rp.lr,
-                     clip_norm=rp.clip_norm)
-    cfg = loop_config(rp, seed, max_steps)
     task = RankingTask(rp.like_weight, rp.like_pos_weight, rp.ndcg_k, rp.eval_batch_size)
-    trainer = Trainer(model, rule, cfg, embedding_params=emb, checkpoint_dir=checkpoint_dir, tb_dir=tb_dir,
-                      task=task)
+    tr = loop_trainer(model, rp, task, seed=seed, checkpoint_dir=checkpoint_dir, tb_dir=tb_dir, max_steps=max_steps)
     log.info("ranking (%s): %d training rows, %d valid users x %d candidates", rp.encoder, len(train), len(valid),
              valid.items.shape[1])
-    state = trainer.fit(train, valid)
-    return model, trainer, state, valid
+    state = tr.fit(train, valid)
+    return RankingFit(model, state, valid)
+
+
+def ranking_train_report(fit: RankingFit, rp, *, dataset: str, synthetic: bool, wall_seconds: float) -> dict:
+    """reports/tenrec/ranking_train.json."""
+    return {"dataset": dataset, "synthetic": synthetic, "split": "valid (second-to-last click)",
+            "protocol": fit.valid.protocol, "encoder": rp.encoder, "num_layers": rp.num_layers,
+            "parameters": sum(x.numel() for x in fit.model.parameters()), "best_epoch": fit.state.best_epoch,
+            "epochs_run": len(fit.state.history), "wall_seconds": round(wall_seconds, 1),
+            "valid": best_valid(fit.state)}
+
+
+def curve_keys(rp) -> tuple[str, ...]:
+    """The columns of reports/tenrec/ranking_curve.json."""
+    return ("epoch", "step", "train_loss", f"valid_ndcg@{rp.ndcg_k}", "valid_auc", "valid_like_auc", "lr")
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def load_ranker(s: Sequences, rp, path) -> Ranker:
+    """The ranker of ``rp`` with train_ranking's weights (``model.pt``, a state_dict), in eval mode."""
+    model = build_ranker(s, rp)
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    return model.eval()
+
+
+def load_candidates(path, split: Split, k: int) -> np.ndarray:
+    """The first ``k`` ANN candidates of every test query (build_index's ``candidates.npz``); DataError when
+    it was written for other prepared data."""
+    with np.load(path) as z:
+        if not np.array_equal(z["eval_users"], split.eval_users):
+            raise DataError(path, "out of step with the prepared data (its evaluation users differ)",
+                            expected="candidates built from the current data/tenrec/prepared: re-run "
+                                     "tenrec_build_index")
+        return z["test"][:, :k]
+
+
+def evaluate_protocols(model: Ranker, s: Sequences, split: Split, test_candidates: np.ndarray, rp, *, seed: int,
+                       world=None) -> tuple[dict, list[CandidateSet]]:
+    """Both protocols on the test clicks of the evaluated users: ``sampled_<1+n>`` (the held-out click among
+    ``rp.sampled_negatives`` uniform non-clicked items) and ``retrieved_top_k`` (``test_candidates``), each
+    the model's figures with the oracle's beside them on synthetic data. (metrics by protocol, the sets)."""
+    idx = eval_users(split, rp.eval_users, seed, "test")
+    sets = [sampled_candidates(s, split, "test", idx, rp.sampled_negatives, rp.max_len, seed),
+            retrieved_candidates(s, split, idx, test_candidates, rp.max_len)]
+    protocols = {}
+    for cs in sets:
+        m = evaluate_candidates(model, cs, rp.ndcg_k, rp.eval_batch_size)
+        o = None
+        if world is not None:
+            oc, ol = oracle_scores(world, s, cs)
+            o = protocol_metrics(oc, ol, cs.positive, cs.liked, cs.valid, rp.ndcg_k)
+        protocols[cs.protocol] = beside_oracle(m, o, skip=("positive_in_candidates",))
+    return protocols, sets
+
+
+def evaluate_report(protocols: dict, sets: list[CandidateSet], rp, rerank_k: int, index: str, *, dataset: str,
+                    synthetic: bool) -> dict:
+    """reports/tenrec/evaluate.json."""
+    sampled, retrieved = sets
+    return {"dataset": dataset, "synthetic": synthetic, "split": "test (each user's last click, leave-last-out)",
+            "users": int(len(sampled)), "encoder": rp.encoder, "index": index, "protocol": list(protocols),
+            "protocol_notes": {
+                sampled.protocol: f"the held-out click among {rp.sampled_negatives} items drawn uniformly from "
+                                  "the items the user never clicked (comparable with the seed's / Tenrec's table)",
+                retrieved.protocol: f"the first {rerank_k} candidates of the {index} index; a held-out "
+                                    "click the retriever missed counts as a miss (0) on every ranking metric"},
+            "metrics": protocols}
+
+
+def evaluate_markdown(report: dict, k: int) -> str:
+    """reports/tenrec/evaluate.md: one row per protocol and scorer (model, and oracle on synthetic data)."""
+    cols = ["auc", "like_auc", f"ndcg@{k}", "hr@1", "mrr"]
+    lines = [f"# Tenrec ranking: {report['dataset']}, {report['encoder']} ranker, {report['index']} index",
+             "", f"{report['users']} test users. " + " ".join(f"`{p}`: {n}." for p, n in report["protocol_notes"].items()),
+             "", "| protocol | scorer | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    for proto, m in report["metrics"].items():
+        lines.append(f"| {proto} | model | " + " | ".join(f(m.get(c)) for c in cols) + " |")
+        if report["synthetic"]:
+            lines.append(f"| {proto} | oracle | " + " | ".join(f(m.get(f'oracle_{c}')) for c in cols) + " |")
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,10 @@
 
 A batch row of the training data packs ``[user, gender, age, target, hist_1..hist_H]`` (history most recent
 first, 0-padded) into the int columns the shared loop's ``TensorData`` carries.
+
+Evaluation is exact: the held-out item's rank among every item (the user's earlier clicks excluded) under
+the one tie rule of :mod:`pipeline.core.ranking` (an item scoring the same as the target counts against
+it), reported as ``recall@k``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.data import TensorData
-from pipeline.core.train import Task
+from pipeline.core.ranking import MISSED, rank_from_counts, rank_metrics
+from pipeline.core.seeding import rng, seed_everything
+from pipeline.core.train import LoopState, Task
+from pipeline.tenrec.loop import best_valid, trainer as loop_trainer
+from pipeline.tenrec.metrics import beside_oracle
 from pipeline.tenrec.prepare import Sequences, Split, clicked_sets, histories
 
 log = logging.getLogger(__name__)
@@ -170,9 +178,12 @@ def user_vectors(model: TwoTower, q: QuerySet, batch: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def target_ranks(scores_fn, q: QuerySet, n: int, batch: int = 2048) -> np.ndarray:
+def catalogue_ranks(scores_fn, q: QuerySet, n: int, batch: int = 2048) -> np.ndarray:
     """0-based rank of each query's held-out item among all items (padding and excluded items removed),
-    from ``scores_fn(a, b) -> [b - a, n_items + 1]``: #items scoring strictly higher. Cheaper than a top-k."""
+    from ``scores_fn(a, b) -> [b - a, n_items + 1]``, under the one tie rule (pipeline.core.ranking): items
+    scoring strictly higher plus the other items scoring the same. A held-out item that is itself excluded
+    (a re-click of an earlier click) cannot be retrieved: -1 (missed). A streaming count, cheaper than a
+    top-k."""
     ranks = np.empty(n, np.int64)
     order = np.argsort(q.mask_rows, kind="stable")
     rows, items = q.mask_rows[order], q.mask_items[order]
@@ -185,23 +196,21 @@ def target_ranks(scores_fn, q: QuerySet, n: int, batch: int = 2048) -> np.ndarra
         if hi > lo:
             scores[torch.from_numpy(rows[lo:hi] - a), torch.from_numpy(items[lo:hi])] = float("-inf")
         t = scores.gather(1, tgt[a:b, None])
-        ranks[a:b] = (scores > t).sum(1).numpy()
+        r = rank_from_counts((scores > t).sum(1).numpy(), (scores == t).sum(1).numpy() - 1)
+        ranks[a:b] = np.where(torch.isneginf(t[:, 0]).numpy(), MISSED, r)
     return ranks
 
 
-def recall_from_ranks(ranks: np.ndarray, ks) -> dict:
-    return {f"recall_{k}": float((ranks < k).mean()) for k in ks}
-
-
 class RetrievalTask(Task):
-    """Sampled-softmax loss; evaluation = exact Recall@k of the valid click over the whole catalogue."""
+    """Sampled-softmax loss; evaluation = exact ``recall@k`` of the valid click over the whole catalogue;
+    monitor ``recall@<monitor_k>``."""
 
     def __init__(self, sampler: NegativeSampler, *, num_negatives: int, temperature: float, logq: bool,
                  mask_hits: bool, monitor_k: int, eval_batch: int):
         self.sampler, self.k, self.tau = sampler, num_negatives, temperature
         self.logq, self.mask_hits, self.eval_batch = logq, mask_hits, eval_batch
         self.ks = tuple(sorted(set(EXACT_KS) | {monitor_k}))
-        self.monitor = f"recall_{monitor_k}"
+        self.monitor = f"recall@{monitor_k}"
 
     def loss(self, model, x, y):
         m = model.module if hasattr(model, "module") else model
@@ -218,8 +227,7 @@ class RetrievalTask(Task):
         m = trainer.raw_model
         uv = user_vectors(m, data, self.eval_batch)
         iv = m.all_item_vecs()
-        ranks = target_ranks(lambda a, b: uv[a:b] @ iv.T, data, len(data))
-        return recall_from_ranks(ranks, self.ks)
+        return rank_metrics(catalogue_ranks(lambda a, b: uv[a:b] @ iv.T, data, len(data)), recall=self.ks)
 
 
 def oracle_ranks(world, s: Sequences, q: QuerySet) -> np.ndarray:
@@ -243,16 +251,23 @@ def oracle_ranks(world, s: Sequences, q: QuerySet) -> np.ndarray:
         dot = world.signal * (U[a:e] @ V.T)
         return logpop + dot + F.logsigmoid(world.b_click + dot + b)
 
-    return target_ranks(scores, q, len(q))
+    return catalogue_ranks(scores, q, len(q))
 
 
-def fit_retrieval(s: Sequences, split: Split, rp, *, seed: int, checkpoint_dir, tb_dir, max_steps: int = 0):
-    """Build, train (the one loop, PlainAdam) and return (model, loop state, valid QuerySet, test QuerySet)."""
-    from pipeline.core.seeding import rng, seed_everything
-    from pipeline.core.train import Trainer
-    from pipeline.ctr.optim import PlainAdam
-    from pipeline.tenrec.loop import loop_config
+@dataclass
+class RetrievalFit:
+    """What :func:`fit_retrieval` returns: the trained towers (best checkpoint), the loop's final state and
+    the valid (monitor subset) / test query sets."""
 
+    model: TwoTower
+    state: LoopState
+    valid: QuerySet
+    test: QuerySet
+
+
+def fit_retrieval(s: Sequences, split: Split, rp, *, seed: int, checkpoint_dir, tb_dir,
+                  max_steps: int = 0) -> RetrievalFit:
+    """Build and train the two towers (the one loop, PlainAdam) on ``rp`` (the ``retrieval`` section)."""
     seed_everything(seed)
     model = TwoTower(s.n_users, s.n_items, s.n_categories, rp.embedding_dim, rp.hidden_units,
                      torch.from_numpy(s.item_category))
@@ -266,14 +281,38 @@ def fit_retrieval(s: Sequences, split: Split, rp, *, seed: int, checkpoint_dir, 
     task = RetrievalTask(sampler, num_negatives=rp.num_negatives, temperature=rp.temperature,
                          logq=rp.logq_correction, mask_hits=rp.mask_accidental_hits, monitor_k=rp.monitor_k,
                          eval_batch=rp.eval_batch_size)
-    emb = model.embedding_parameters()
-    emb_ids = {id(p) for p in emb}
-    rule = PlainAdam(emb, [p for p in model.parameters() if id(p) not in emb_ids], lr_embed=rp.lr, lr_net=rp.lr,
-                     clip_norm=rp.clip_norm)
-    cfg = loop_config(rp, seed, max_steps)
-    trainer = Trainer(model, rule, cfg, embedding_params=emb, checkpoint_dir=checkpoint_dir, tb_dir=tb_dir,
-                      task=task)
+    tr = loop_trainer(model, rp, task, seed=seed, checkpoint_dir=checkpoint_dir, tb_dir=tb_dir, max_steps=max_steps)
     log.info("retrieval: %d training rows, %d valid users (monitor), %d test users, %d items", len(train), len(valid),
              len(test), s.n_items)
-    state = trainer.fit(train, valid)
-    return model, trainer, state, valid, test
+    state = tr.fit(train, valid)
+    return RetrievalFit(model, state, valid, test)
+
+
+@torch.no_grad()
+def evaluate_test(fit: RetrievalFit, s: Sequences, world, eval_batch: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """(exact ``recall@k`` of the test clicks over the whole catalogue for k in :data:`EXACT_KS`, with the
+    oracle's beside it when ``world`` is the synthetic world; item vectors; test query vectors)."""
+    model = fit.model.eval()
+    items = model.all_item_vecs()
+    tq = user_vectors(model, fit.test, eval_batch)
+    m = rank_metrics(catalogue_ranks(lambda a, b: tq[a:b] @ items.T, fit.test, len(fit.test)), recall=EXACT_KS)
+    o = None if world is None else rank_metrics(oracle_ranks(world, s, fit.test), recall=EXACT_KS)
+    return beside_oracle(m, o), items, tq
+
+
+def retrieval_report(fit: RetrievalFit, s: Sequences, split: Split, rp, test_metrics: dict, *, dataset: str,
+                     synthetic: bool, wall_seconds: float) -> dict:
+    """reports/tenrec/retrieval.json."""
+    return {"dataset": dataset, "synthetic": synthetic,
+            "split": "leave-last-out: valid = second-to-last click, test = last click",
+            "protocol": "full_ranking (exact search over every item, the user's earlier clicks excluded)",
+            "users": len(fit.test), "items": s.n_items, "train_rows": int(split.n_train.sum()),
+            "sampler": rp.sampler, "num_negatives": rp.num_negatives, "logq_correction": rp.logq_correction,
+            "best_epoch": fit.state.best_epoch, "epochs_run": len(fit.state.history),
+            "wall_seconds": round(wall_seconds, 1),
+            "metrics": {"test": test_metrics, f"valid ({len(fit.valid)} users)": best_valid(fit.state)}}
+
+
+def curve_keys(rp) -> tuple[str, ...]:
+    """The columns of reports/tenrec/retrieval_curve.json (the monitored valid recall)."""
+    return ("epoch", "step", "train_loss", f"valid_recall@{rp.monitor_k}", "lr")

@@ -95,6 +95,13 @@ class World:
         return p_click, p_like
 
 
+def load_world(raw_dir: str | Path) -> World | None:
+    """The world (planted factors) written beside the raw log in ``raw_dir`` when that log is synthetic;
+    None for real data (no oracle)."""
+    path = Path(raw_dir) / WORLD
+    return World.load(path) if path.is_file() else None
+
+
 def generate(out_dir: str | Path, *, users: int, items: int, rows: int, categories: int, rank: int,
              mean_ctr: float, like_rate: float, missing_category: float, signal: float, seed: int,
              scenario: str = "QB-video", chunk_users: int = 2000) -> dict:

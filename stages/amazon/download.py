@@ -9,9 +9,13 @@ from pathlib import Path
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_outputs, write_json
-from stages.amazon.common import RAW, ParamsOpt, load
+from pipeline.core.params import load_stage
+from pipeline.seqrec.params import AmazonParams
+from stages.amazon.common import RAW, ParamsOpt
 
 log = logging.getLogger(__name__)
+
+PARAMS = ("seed", "amazon.source", "amazon.synthetic", "amazon.local", "amazon.finetune_datasets")
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -32,7 +36,7 @@ def _link_file(src, dst) -> None:
 
 def download(params: str = ParamsOpt) -> None:
     """Write ``data/amazon/raw``: ratings/, meta/, finetune/ (and oracle/ on synthetic data), manifest.json."""
-    p = load(params)
+    p = load_stage(params, PARAMS, (AmazonParams,))
     a = p.amazon
     with atomic_outputs() as out:
         d = out.dir(RAW)

@@ -9,59 +9,41 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 
 from pipeline.core.io import atomic_outputs, read_json, write_json
-from stages.avazu.common import MODELS, REPORTS, TB, Encoded, ParamsOpt, load
+from pipeline.core.params import load_stage
+from pipeline.ctr.models import CtrParams
+from pipeline.ctr.params import OptimParams, TrainParams
+from stages.avazu.common import CKPT, ENCODED, REPORTS, TB, VOCAB, ParamsOpt
 
 log = logging.getLogger(__name__)
-OPTIMIZERS = ("adam", "sam", "helen")
+
+PARAMS = ("seed", "ctr", "optim", "train")
 
 
 def compare_optimizers(params: str = ParamsOpt) -> None:
     """Train ``ctr.model`` with the two optimizers other than ``optim.name``; compare all three on test."""
     from pipeline.core.io import md5_file
-    from pipeline.core.train import init_distributed
+    from pipeline.core.train import init_distributed, resumable
     from pipeline.ctr import baseline as bl
+    from pipeline.ctr.data import EncodedAvazu
 
-    p, _ = load(params)
-    a = p.avazu
+    p = load_stage(params, PARAMS, (CtrParams, OptimParams, TrainParams))
     rank, world = init_distributed()
-    enc = Encoded()
-    train, valid = enc.tensors(a.baseline_sources, "train"), enc.tensors(a.baseline_sources, "valid")
-    tests = {s: enc.tensors(s, "test") for s in a.baseline_sources}
+    enc = EncodedAvazu(VOCAB, ENCODED)
     baseline = read_json(REPORTS / "baseline.json")
     results = {}
-    for name in OPTIMIZERS:
+    for name in bl.OPTIMIZERS:
         if name == p.optim.name:
-            results[name] = {"source": "avazu_train_baseline", "best_epoch": baseline["best_epoch"],
-                             "epochs_run": baseline["epochs_run"], "wall_seconds": baseline["wall_seconds"],
-                             "test": {s: baseline["metrics"][f"{s}/test"] for s in tests}}
+            results[name] = bl.reported_run(baseline, p.train.sources)
             continue
         opt = dataclasses.replace(p.optim, name=name)
-        key = bl.run_key(p.seed, a.baseline_sources, p.ctr, opt, p.train, md5_file(enc.fmap_path), world)
-        ckpt_dir = MODELS / ".ckpt" / f"compare-{name}-{key}"
-        trainer, _, state, wall = bl.fit_ctr(p, train, valid, vocab_sizes=enc.vocab_sizes, ckpt_dir=ckpt_dir,
-                                             tb_dir=TB / f"compare_{name}", optim=opt)
-        results[name] = {"source": "avazu_compare_optimizers", "best_epoch": state.best_epoch,
-                         "epochs_run": len(state.history), "wall_seconds": round(wall, 1),
-                         "test": {s: bl.split_metrics(trainer, d) for s, d in tests.items()}}
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        with resumable(CKPT, f"compare-{name}", p.seed, p.ctr, opt, p.train, md5_file(enc.fmap_path), world) as ckpt:
+            fit = bl.fit_ctr(p.seed, p.ctr, opt, p.train, enc, ckpt_dir=ckpt, tb_dir=TB / f"compare_{name}")
+            results[name] = bl.fitted_run(fit, enc, p.train.sources)
         log.info("compare %s: %s", name, {s: round(m["auc"], 5) for s, m in results[name]["test"].items()})
     if rank != 0:
         return
-    first = a.baseline_sources[0]
-    report = {
-        "dataset": baseline["dataset"], "synthetic": baseline["synthetic"],
-        "split": f"test of {', '.join(a.baseline_sources)}",
-        "protocol": "pointwise CTR: AUC and logloss over every row of the split; same model, data, seed and "
-                    "loop for every optimizer",
-        "model": p.ctr.model, "train_sources": a.baseline_sources, "rho": p.optim.rho, "bound": p.optim.bound,
-        "headline_split": f"{first}/test",
-        "optimizers": {n: dict(r["test"][first], best_epoch=r["best_epoch"], epochs_run=r["epochs_run"],
-                               wall_seconds=r["wall_seconds"], trained_by=r["source"])
-                       for n, r in results.items()},
-        "per_source": {n: r["test"] for n, r in results.items()},
-    }
     with atomic_outputs() as out:
-        write_json(out.file(REPORTS / "optimizers.json"), report)
+        write_json(out.file(REPORTS / "optimizers.json"), bl.optimizers_report(results, baseline, p.ctr, p.optim,
+                                                                             p.train.sources))

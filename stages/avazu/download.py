@@ -5,13 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.core.io import atomic_outputs, write_json
+from pipeline.core.params import load_stage
 from pipeline.ctr import download as dl
-from stages.avazu.common import RAW, ParamsOpt, load
+from pipeline.ctr.params import AvazuParams
+from pipeline.ctr.schema import load_layouts
+from stages.avazu.common import RAW, ParamsOpt
+
+PARAMS = ("seed", "avazu.source", "avazu.sources", "avazu.local_dir", "avazu.hf_revision", "avazu.layouts",
+          "avazu.synthetic")
+
 
 def download(params: str = ParamsOpt) -> None:
     """Fetch x1/x2/x4 (synthetic world, reczoo on Hugging Face, or a local folder) into data/avazu/raw."""
-    p, layouts = load(params)
+    p = load_stage(params, PARAMS, (AvazuParams,))
     a = p.avazu
+    layouts = load_layouts(a.layouts)
     with atomic_outputs() as out:
         raw = out.dir(RAW)
         if a.source == "synthetic":

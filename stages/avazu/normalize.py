@@ -5,14 +5,21 @@ from __future__ import annotations
 import typer
 
 from pipeline.core.io import atomic_outputs, write_json
+from pipeline.core.params import load_stage
 from pipeline.ctr.normalize import normalize_source
-from stages.avazu.common import NORMALIZED, RAW, ParamsOpt, load, need_source
+from pipeline.ctr.params import AvazuParams
+from pipeline.ctr.schema import load_layouts
+from stages.avazu.common import NORMALIZED, RAW, ParamsOpt, need_source
+
+PARAMS = ("avazu.sources", "avazu.layouts", "avazu.batch_rows")
+
 
 def normalize(source: str = typer.Argument(..., help="x1 | x2 | x4"), params: str = ParamsOpt) -> None:
     """One source's published layout -> the unified schema (parquet per split)."""
-    p, layouts = load(params)
-    need_source(p.avazu, source)
+    a = load_stage(params, PARAMS, (AvazuParams,)).avazu
+    need_source(a.sources, source, "avazu.sources")
+    layouts = load_layouts(a.layouts)
     with atomic_outputs() as out:
         d = out.dir(NORMALIZED / source)
-        stats = normalize_source(RAW / source, layouts[source], layouts.fields, d, p.avazu.batch_rows)
+        stats = normalize_source(RAW / source, layouts[source], layouts.fields, d, a.batch_rows)
         write_json(d / "meta.json", {"source": source, "splits": stats})

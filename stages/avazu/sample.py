@@ -5,15 +5,22 @@ from __future__ import annotations
 import typer
 
 from pipeline.core.io import atomic_outputs, write_json
+from pipeline.core.params import load_stage
+from pipeline.ctr.params import AvazuParams
+from pipeline.ctr.schema import load_layouts
 from pipeline.ctr.splits import read_labels, sample_name, stratified_mask, write_subsets
-from stages.avazu.common import SAMPLE, ParamsOpt, load, need_source, source_splits
+from stages.avazu.common import SAMPLE, ParamsOpt, need_source
+from stages.avazu.datasets import source_splits
+
+PARAMS = ("seed", "avazu.layouts", "avazu.batch_rows", "avazu.split_valid.sources", "avazu.sample")
+
 
 def sample(source: str = typer.Argument(..., help="x1 | x2"), params: str = ParamsOpt) -> None:
     """Seeded, click-stratified ``avazu.sample.frac`` of a source's train and valid splits."""
-    p, layouts = load(params)
+    p = load_stage(params, PARAMS, (AvazuParams,))
     a = p.avazu
-    need_source(a, source, "avazu.sample.sources")
-    splits = source_splits(a, layouts, source)
+    need_source(a.sample.sources, source, "avazu.sample.sources")
+    splits = source_splits(load_layouts(a.layouts), a.split_valid.sources, source)
     name = sample_name(source, a.sample.frac)
     rows = {}
     with atomic_outputs() as out:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import typer
 
 from pipeline.core.io import atomic_outputs, write_json
+from pipeline.core.params import load_stage
+from pipeline.ctr.params import AvazuParams
 from pipeline.ctr.splits import read_labels, stratified_mask, write_subsets
-from stages.avazu.common import NORMALIZED, SPLIT, ParamsOpt, load, need_source
+from stages.avazu.common import NORMALIZED, SPLIT, ParamsOpt, need_source
+
+PARAMS = ("seed", "avazu.batch_rows", "avazu.split_valid")
+
 
 def split_valid(source: str = typer.Argument(..., help="a source without a valid split (x2)"),
                 params: str = ParamsOpt) -> None:
     """Seeded, click-stratified share of train becomes valid (reczoo's x2 has none)."""
-    p, _ = load(params)
+    p = load_stage(params, PARAMS, (AvazuParams,))
     a = p.avazu
-    need_source(a, source, "avazu.split_valid.sources")
+    need_source(a.split_valid.sources, source, "avazu.split_valid.sources")
     src = NORMALIZED / source / "train.parquet"
     mask = stratified_mask(read_labels(src), a.split_valid.frac, p.seed, f"split_valid/{source}")
     with atomic_outputs() as out:

@@ -5,16 +5,24 @@ from __future__ import annotations
 import logging
 
 from pipeline.core.io import atomic_outputs, write_json
+from pipeline.core.params import load_stage
 from pipeline.ctr import vocab as vc
+from pipeline.ctr.params import AvazuParams
 from pipeline.ctr.report import build_vocab_report, vocab_report_markdown
-from stages.avazu.common import ENCODED, REPORTS, VOCAB, ParamsOpt, all_datasets, load
+from pipeline.ctr.schema import load_layouts
+from stages.avazu.common import ENCODED, REPORTS, VOCAB, ParamsOpt
+from stages.avazu.datasets import all_datasets
 
 log = logging.getLogger(__name__)
 
+PARAMS = ("avazu.sources", "avazu.layouts", "avazu.batch_rows", "avazu.split_valid.sources", "avazu.sample",
+          "avazu.min_count")
+
+
 def vocab(params: str = ParamsOpt) -> None:
     """One vocabulary per field over all sources' train splits; int32-encode every split; vocab report."""
-    p, layouts = load(params)
-    a = p.avazu
+    a = load_stage(params, PARAMS, (AvazuParams,)).avazu
+    layouts = load_layouts(a.layouts)
     fields = layouts.feature_fields
     datasets = all_datasets(a, layouts)
     per_source = {}

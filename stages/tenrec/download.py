@@ -8,8 +8,12 @@ from pathlib import Path
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_outputs, md5_file, write_json
+from pipeline.core.params import load_stage
 from pipeline.tenrec import formats
-from stages.tenrec.common import RAW, ParamsOpt, load
+from pipeline.tenrec.params import TenrecParams
+from stages.tenrec.common import RAW, ParamsOpt
+
+PARAMS = ("seed", "tenrec.source", "tenrec.scenario", "tenrec.local_dir", "tenrec.synthetic")
 
 
 def download(params: str = ParamsOpt) -> None:
@@ -17,7 +21,7 @@ def download(params: str = ParamsOpt) -> None:
     <scenario>.csv (``local``; Tenrec is a manual download under CC BY-NC 4.0) into data/tenrec/raw."""
     from pipeline.tenrec.synthetic import generate
 
-    p = load(params)
+    p = load_stage(params, PARAMS, (TenrecParams,))
     t = p.tenrec
     name = formats.csv_name(t.scenario)
     with atomic_outputs() as out:

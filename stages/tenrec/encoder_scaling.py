@@ -1,5 +1,5 @@
 """Stage tenrec_encoder_scaling: training-step time of the ranker's Fastformer vs Transformer encoder (same
-width, heads and depth as ``ranking.*``) over ``ranking.scaling_lengths`` — the linear vs quadratic cost the
+width, heads and depth as ``ranking.*``) over ``encoder_scaling.lengths`` — the linear vs quadratic cost the
 ranker's encoder choice is about. Timings, so never pinned (check-metrics ignores ``*_ms*``);
 ``bench/fastformer.py`` is the full benchmark (up to 2048, peak memory, the targets)."""
 
@@ -8,9 +8,14 @@ from __future__ import annotations
 import logging
 
 from pipeline.core.io import atomic_outputs, write_json
-from stages.tenrec.common import REPORTS, ParamsOpt, load
+from pipeline.core.params import load_stage
+from pipeline.tenrec.params import EncoderScalingParams, RankingParams
+from stages.tenrec.common import REPORTS, ParamsOpt
 
 log = logging.getLogger(__name__)
+
+PARAMS = ("seed", "ranking.embedding_dim", "ranking.num_heads", "ranking.ffn_dim", "ranking.num_layers",
+          "encoder_scaling")
 
 
 def encoder_scaling(params: str = ParamsOpt) -> None:
@@ -19,11 +24,11 @@ def encoder_scaling(params: str = ParamsOpt) -> None:
 
     from pipeline.tenrec.fastformer import time_encoder
 
-    p = load(params)
+    p = load_stage(params, PARAMS, (RankingParams, EncoderScalingParams))
     rp = p.ranking
     rows = [time_encoder(kind, n, dim=rp.embedding_dim, heads=rp.num_heads, ffn_dim=rp.ffn_dim,
                          num_layers=rp.num_layers, seed=p.seed)
-            for n in rp.scaling_lengths for kind in ("fastformer", "transformer")]
+            for n in p.encoder_scaling.lengths for kind in ("fastformer", "transformer")]
     for r in rows:
         log.info("%-11s L=%4d  %.1f ms/step", r["encoder"], r["length"], r["step_ms"])
     report = {"dataset": "random inputs (no data)", "synthetic": True, "split": "n/a",

@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 
 from pipeline.core.io import atomic_outputs, read_json, write_json
+from pipeline.core.params import load_stage
 from pipeline.tenrec import formats
+from pipeline.tenrec.params import TenrecParams
 from pipeline.tenrec.prepare import prepare as run_prepare
-from stages.tenrec.common import PREPARED, RAW, REPORTS, ParamsOpt, clean, dataset_name, load
+from pipeline.tenrec.reports import clean, dataset_name
+from stages.tenrec.common import PREPARED, RAW, REPORTS, ParamsOpt
 
 log = logging.getLogger(__name__)
+
+PARAMS = ("tenrec.scenario", "tenrec.batch_rows", "tenrec.history_len", "tenrec.min_clicks")
 
 
 def prepare(params: str = ParamsOpt) -> None:
     """data/tenrec/raw/<scenario>.csv -> data/tenrec/prepared/{ctr,sequences,items}.parquet + report."""
-    p = load(params)
+    p = load_stage(params, PARAMS, (TenrecParams,))
     t = p.tenrec
     manifest = read_json(RAW / "manifest.json")
     oracle = RAW / formats.oracle_name(t.scenario)
@@ -24,7 +29,7 @@ def prepare(params: str = ParamsOpt) -> None:
                             history_len=t.history_len, min_clicks=t.min_clicks,
                             oracle_path=oracle if oracle.is_file() else None)
         write_json(d / "meta.json", {**stats, "source": manifest["source"], "scenario": t.scenario})
-        report = {"dataset": dataset_name(p, stats["synthetic"]), "split": "all rows",
+        report = {"dataset": dataset_name(t.scenario, stats["synthetic"]), "split": "all rows",
                   "protocol": "gen_ctr view (Tenrec's official gen_ctr.py) + leave-last-out sequences",
                   **{k: v for k, v in stats.items() if k != "category_ids"}}
         write_json(out.file(REPORTS / "prepare.json"), clean(report))

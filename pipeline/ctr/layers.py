@@ -1,0 +1,263 @@
+"""Shared layers of the CTR model zoo (:mod:`pipeline.ctr.models`), as FuxiCTR v2 defines them
+(``fuxictr/pytorch/layers``; https://github.com/reczoo/FuxiCTR).
+
+One implementation each, used by every model:
+
+* :class:`FeatureEmbedding` -- one ``nn.Embedding(vocab_size, dim, padding_idx=0)`` per field, rows 1..
+  drawn from N(0, 1e-4^2) and the padding row zero (FuxiCTR's default ``embedding_initializer``). A dim-1
+  :class:`FeatureEmbedding` summed over fields is the first-order ("LR") term (FuxiCTR's
+  ``LogisticRegression``: the 1-dim embedding trick for one-hot weights).
+* :class:`MLP` -- Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer, then an optional
+  output Linear (FuxiCTR's ``MLP_Block``).
+* :func:`fm_second_order` -- 0.5 * ((sum e)^2 - sum e^2) summed over the embedding dim
+  (``InnerProductInteraction(output="product_sum")``).
+* :class:`InnerProductInteraction` -- the F(F-1)/2 pairwise inner products <e_i, e_j>, i < j, in
+  row-major upper-triangular order (``InnerProductInteraction(output="inner_product")``).
+* :class:`CrossNet` (DCN), :class:`CrossNetV2` and :class:`CrossNetMix` (DCNv2).
+* :class:`FieldGate` -- the field-wise gated embedding encoder ("GEN"), used by DeepFM(encoder="gated").
+
+Network initialisation (:func:`reset_net`) follows FuxiCTR's ``BaseModel.reset_parameters``: every
+``nn.Linear`` gets Xavier-normal weights and zero bias, then modules with an ``init_weights()`` hook apply
+their own (here only :class:`FieldGate`). CrossNetMix's U/V/C tensors are Xavier-normal on the same 3-d
+shapes as FuxiCTR.
+
+Deviations from FuxiCTR, and why:
+
+* The pair indices of the inner-product layers are non-persistent buffers, not frozen ``nn.Parameter``s
+  as in FuxiCTR, so they do not show up in ``parameters()`` or the ``state_dict``.
+* CrossNetMix is written batched over experts (einsum) instead of FuxiCTR's Python loop, with the bias as a
+  ``[d]`` vector instead of ``[d, 1]``; the arithmetic is the same. FuxiCTR's trailing ``squeeze()``
+  (which breaks at batch size 1) is not reproduced. As in FuxiCTR the expert gates are shared by all
+  cross layers.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "EMBEDDING_INIT_STD", "FeatureEmbedding", "MLP", "FieldGate", "InnerProductInteraction", "CrossNet",
+    "CrossNetV2", "CrossNetMix", "fm_second_order", "reset_net",
+]
+
+EMBEDDING_INIT_STD = 1e-4          # FuxiCTR: partial(nn.init.normal_, std=1e-4)
+
+
+class FeatureEmbedding(nn.Module):
+    """One embedding table per field: ``forward(x[B, F]) -> [B, F, D]``.
+
+    Each table is ``nn.Embedding(vocab_size, embedding_dim, padding_idx=0)``; rows 1.. are drawn from
+    N(0, 1e-4^2) and row 0 (``__PAD__``) is zero and receives no gradient. ``.tables`` lists them in
+    field order.
+    """
+
+    def __init__(self, vocab_sizes: Sequence[int], embedding_dim: int, init_std: float = EMBEDDING_INIT_STD):
+        super().__init__()
+        vocab_sizes = [int(v) for v in vocab_sizes]
+        if not vocab_sizes:
+            raise ValueError("FeatureEmbedding needs at least one field (vocab_sizes is empty)")
+        bad = [(i, v) for i, v in enumerate(vocab_sizes) if v < 1]
+        if bad:
+            raise ValueError(f"vocab sizes must be >= 1 (index 0 is the padding row); got {bad} as (field, size)")
+        if int(embedding_dim) < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.vocab_sizes = vocab_sizes
+        self.embedding_dim = int(embedding_dim)
+        self.tables = nn.ModuleList(nn.Embedding(v, self.embedding_dim, padding_idx=0) for v in vocab_sizes)
+        self.reset_parameters(init_std)
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.tables)
+
+    def reset_parameters(self, std: float = EMBEDDING_INIT_STD) -> None:
+        with torch.no_grad():
+            for t in self.tables:
+                t.weight[1:].normal_(0.0, std)
+                t.weight[0].zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.num_fields:
+            raise ValueError(f"expected ids of shape [B, {self.num_fields}], got {tuple(x.shape)}")
+        return torch.stack([t(x[:, i]) for i, t in enumerate(self.tables)], dim=1)
+
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
+    "leakyrelu": nn.LeakyReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU, "prelu": nn.PReLU,
+}
+
+
+def _activation(name: str | None) -> nn.Module | None:
+    if name is None or str(name).lower() in ("", "none", "linear", "identity"):
+        return None
+    key = str(name).lower()
+    if key not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[key]()
+
+
+class MLP(nn.Module):
+    """FuxiCTR's ``MLP_Block``: per hidden layer Linear -> [BatchNorm1d] -> activation -> [Dropout],
+    then an optional output ``Linear(hidden_units[-1], output_dim)`` with no activation."""
+
+    def __init__(self, input_dim: int, hidden_units: Sequence[int] = (), activation: str = "relu",
+                 dropout: float = 0.0, batch_norm: bool = False, output_dim: int | None = None):
+        super().__init__()
+        dims = [int(input_dim)] + [int(h) for h in hidden_units]
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers.append(nn.Linear(d_in, d_out))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(d_out))
+            act = _activation(activation)
+            if act is not None:
+                layers.append(act)
+            if dropout > 0:
+                layers.append(nn.Dropout(p=float(dropout)))
+        if output_dim is not None:
+            layers.append(nn.Linear(dims[-1], int(output_dim)))
+        self.output_dim = int(output_dim) if output_dim is not None else dims[-1]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+def fm_second_order(emb: torch.Tensor) -> torch.Tensor:
+    """FM pairwise term of ``emb[B, F, D]``: sum_{i<j} <e_i, e_j> = 0.5 * sum_d((sum_i e)^2 - sum_i e^2) -> [B]."""
+    square_of_sum = emb.sum(dim=1).pow(2)
+    sum_of_square = emb.pow(2).sum(dim=1)
+    return 0.5 * (square_of_sum - sum_of_square).sum(dim=-1)
+
+
+class InnerProductInteraction(nn.Module):
+    """All pairwise inner products <e_i, e_j>, i < j, of ``emb[B, F, D]`` -> ``[B, F(F-1)/2]``, ordered
+    (0,1), (0,2), ..., (1,2), ... (row-major upper triangle, as FuxiCTR's masked triu)."""
+
+    def __init__(self, num_fields: int):
+        super().__init__()
+        self.num_fields = int(num_fields)
+        iu = torch.triu_indices(self.num_fields, self.num_fields, offset=1)
+        self.register_buffer("rows", iu[0], persistent=False)
+        self.register_buffer("cols", iu[1], persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_fields * (self.num_fields - 1) // 2
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(emb, emb.transpose(1, 2))      # [B, F, F]
+        return gram[:, self.rows, self.cols]
+
+
+class CrossNet(nn.Module):
+    """DCN's cross network: x_{l+1} = x0 * (x_l^T w_l) + b_l + x_l, ``num_layers`` times, on ``x0[B, d]``.
+
+    ``w_l`` is ``nn.Linear(d, 1, bias=False)`` (Xavier-normal via the model's reset), ``b_l`` starts at 0.
+    """
+
+    def __init__(self, input_dim: int, num_layers: int):
+        super().__init__()
+        self.weights = nn.ModuleList(nn.Linear(input_dim, 1, bias=False) for _ in range(num_layers))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(input_dim)) for _ in range(num_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for w, b in zip(self.weights, self.biases):
+            x = x0 * w(x) + b + x
+        return x
+
+
+class CrossNetV2(nn.Module):
+    """DCNv2's full-rank cross network: x_{l+1} = x0 * (W_l x_l + b_l) + x_l on ``x0[B, d]``."""
+
+    def __init__(self, input_dim: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(input_dim, input_dim) for _ in range(num_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for lin in self.layers:
+            x = x + x0 * lin(x)
+        return x
+
+
+class CrossNetMix(nn.Module):
+    """DCNv2's mixture of low-rank cross experts (FuxiCTR ``CrossNetMix``), on ``x0[B, d]``.
+
+    Per layer l and expert e: ``E_e(x) = x0 * (U_le tanh(C_le tanh(V_le^T x)) + b_l)``; the experts are
+    mixed with ``softmax_e(g_e^T x)`` (gates ``g_e`` shared by all layers, no bias) and added to x.
+    U, V: [experts, d, rank], C: [experts, rank, rank], Xavier-normal on those shapes; b_l = 0.
+    """
+
+    def __init__(self, input_dim: int, num_layers: int, low_rank: int = 32, num_experts: int = 4):
+        super().__init__()
+        d, r, k = int(input_dim), int(low_rank), int(num_experts)
+
+        def xavier(*shape):
+            return nn.Parameter(nn.init.xavier_normal_(torch.empty(*shape)))
+
+        self.U = nn.ParameterList(xavier(k, d, r) for _ in range(num_layers))
+        self.V = nn.ParameterList(xavier(k, d, r) for _ in range(num_layers))
+        self.C = nn.ParameterList(xavier(k, r, r) for _ in range(num_layers))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(d)) for _ in range(num_layers))
+        self.gating = nn.ModuleList(nn.Linear(d, 1, bias=False) for _ in range(k))   # one gate per expert
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for U, V, C, b in zip(self.U, self.V, self.C, self.biases):
+            gate = torch.softmax(torch.cat([g(x) for g in self.gating], dim=-1), dim=-1)   # [B, k]
+            v = torch.tanh(torch.einsum("bd,kdr->bkr", x, V))            # [B, k, r]
+            v = torch.tanh(torch.einsum("krs,bks->bkr", C, v))           # [B, k, r]
+            uv = torch.einsum("kdr,bkr->bkd", U, v)                      # [B, k, d]
+            experts = x0.unsqueeze(1) * (uv + b)                         # [B, k, d]
+            x = x + torch.einsum("bkd,bk->bd", experts, gate)
+        return x
+
+
+class FieldGate(nn.Module):
+    """Field-wise gated embedding encoder (GEN of the LLM-CTR seed): ``E[B, F, D] -> E * g[..., None]``
+    with one gate per field computed from all embeddings, ``g = sigmoid(W flatten(E) + b)``,
+    ``W: F*D -> F``.
+
+    Initialisation: W is Xavier-normal (the model-wide Linear init) and the bias is ``+3`` (``init_bias``),
+    so an untrained gate is sigmoid(3) ~= 0.953 for every field (FuxiCTR-sized embeddings, std 1e-4, make
+    W flatten(E) negligible): the encoder starts as a near-identity that only slightly shrinks the
+    embeddings, while the sigmoid is not so saturated (slope ~0.045) that the gate cannot learn.
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, init_bias: float = 3.0):
+        super().__init__()
+        self.num_fields, self.embedding_dim = int(num_fields), int(embedding_dim)
+        self.init_bias = float(init_bias)
+        self.proj = nn.Linear(self.num_fields * self.embedding_dim, self.num_fields)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.xavier_normal_(self.proj.weight)
+        nn.init.constant_(self.proj.bias, self.init_bias)
+
+    def gate(self, emb: torch.Tensor) -> torch.Tensor:
+        """The gates ``[B, F]`` in (0, 1)."""
+        return torch.sigmoid(self.proj(emb.flatten(start_dim=1)))
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return emb * self.gate(emb).unsqueeze(-1)
+
+
+def reset_net(model: nn.Module) -> None:
+    """FuxiCTR's ``BaseModel.reset_parameters``: Xavier-normal weights and zero biases for every
+    ``nn.Linear`` of ``model``, then each submodule's own ``init_weights()`` hook (e.g. :class:`FieldGate`),
+    in module order. Embedding tables are not touched (:class:`FeatureEmbedding` initialises its own)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for m in model.modules():
+        if m is not model and hasattr(m, "init_weights"):
+            m.init_weights()
