@@ -138,7 +138,9 @@ def _bar(labels, values, oracle=None, ylabel="", title_ax="", lo=None):
 def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
     f = Figure("avazu_llm_vs_baseline", "Avazu x4 test: baseline vs LLM-CTR phase 1 / phase 2",
                "AUC on x4 test of the baseline and the two LLM-CTR phases, with the oracle (true click "
-               "probabilities of the synthetic world) as the dashed line.")
+               "probabilities of the synthetic world) as the dashed line. `llm_phase<n>`: the leak-free "
+               "protocol (x4 valid / test events dropped from LLM-CTR training); `llm_phase<n>_seed`: the seed's "
+               "protocol, which trains on them (its figure is inflated by that leak).")
     ev = metrics.get("avazu/evaluation.json")
     if not isinstance(ev, dict):
         f.missing = "reports/avazu/evaluation.json is absent (run the LLM-CTR stages)"
@@ -148,7 +150,14 @@ def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
         f.missing = "evaluation.json has no x4/test figures (x4 not among llm_eval.sources)"
         return f
     names = [n for n in head if n != "oracle"]
-    f.caption += f" [{provenance(ev)}; LLM trained on {', '.join(ev.get('llm_train_sources', []))}]"
+    al = metrics.get("avazu/align.json")
+    acc = ""
+    if isinstance(al, dict) and al.get("sources"):
+        acc = "; x1 / x2 aligned to x4: " + ", ".join(
+            f"{s} {100 * r.get('occurrences_mapped', 0):.2f}% of occurrences mapped"
+            + (f", {100 * r['accuracy_vs_truth']:.2f}% correct" if r.get("accuracy_vs_truth") is not None else "")
+            for s, r in al["sources"].items())
+    f.caption += f" [{provenance(ev)}; LLM trained on {', '.join(ev.get('llm_train_sources', []))}{acc}]"
     f.png = _fig_png(_bar(names, [head[n] for n in names], head.get("oracle"), "AUC", "x4 test", lo=0.0))
     return f
 

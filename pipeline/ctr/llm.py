@@ -3,7 +3,7 @@
 ::
 
     ids [B, F] ─► baseline FeatureEmbedding (frozen) ─► E [B, F, D]
-               ─► baseline FieldGate encoder (frozen in phase 1, trained in phase 2) ─► E' [B, F, D]
+               ─► baseline encoder, FieldGate or GEN (frozen in phase 1, trained in phase 2) ─► E' [B, F, D]
                ─► FieldProjector, one MLP per field: Linear(D, P) → GELU → Linear(P, H) → LayerNorm(H)
                ─► soft tokens S [B, F, H]            (H = the LLM's hidden size, read from its config)
     inputs_embeds = [ prompt token embeddings [P_t, H] ; S ]  ─► frozen causal LLM (sdpa, logits_to_keep=1)
@@ -44,10 +44,13 @@ from torch import nn
 
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.ctr.llm_init import LlmBundle, load_bundle  # noqa: F401 - re-exported
-from pipeline.ctr.layers import FeatureEmbedding, FieldGate
+from pipeline.ctr.layers import FeatureEmbedding, FieldGate, GenEncoder
 from pipeline.ctr.models import CTRModel, build_model
 
 log = logging.getLogger(__name__)
+
+FieldEncoder = FieldGate | GenEncoder
+LLM_ENCODERS = ("gated", "gen")     # ctr.deepfm.encoder values whose baseline LLM-CTR can reuse
 
 
 # ------------------------------------------------------------------------------------------------ projector
@@ -103,7 +106,7 @@ class LlmCtr(nn.Module):
     frozen part (phase 1). ``prompt_cache`` switches the KV-cache reuse (same logits either way).
     """
 
-    def __init__(self, embedding: FeatureEmbedding, encoder: FieldGate, projector: FieldProjector, llm,
+    def __init__(self, embedding: FeatureEmbedding, encoder: FieldEncoder, projector: FieldProjector, llm,
                  prompt_ids: list[int], answer_ids: list[int], *, train_encoder: bool, prompt_cache: bool):
         super().__init__()
         params = list(llm.parameters())
@@ -138,7 +141,7 @@ class LlmCtr(nn.Module):
         return self.frozen.embedding
 
     @property
-    def field_encoder(self) -> FieldGate:
+    def field_encoder(self) -> FieldEncoder:
         return self.encoder if self.train_encoder else self.frozen.encoder
 
     @property
@@ -224,14 +227,16 @@ class Baseline:
         return self.model.embedding
 
     @property
-    def encoder(self) -> FieldGate:
+    def encoder(self) -> FieldEncoder:
+        """The encoder the baseline was trained with (``FieldGate`` for ``gated``, ``GenEncoder`` for ``gen``)."""
         return self.model.encoder
 
 
 def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) -> Baseline:
     """The baseline CTR model written by avazu_train_baseline (``model.pt`` state_dict + ``config.json``),
-    checked against the feature map: same fields in the same order, same vocabulary sizes, a DeepFM with the
-    field-gated encoder. Any mismatch is a DataError naming the file."""
+    checked against the feature map: same fields in the same order, same vocabulary sizes, a DeepFM with an
+    encoder (``gated`` or ``gen``: LLM-CTR freezes / tunes whichever it was trained with). A data mismatch
+    is a DataError naming the file; a baseline without an encoder a ConfigError naming the params."""
     from pipeline.core.io import read_json
 
     model_dir = Path(model_dir)
@@ -254,10 +259,10 @@ def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) 
         raise DataError(cfg_file, f"the baseline checkpoint does not match the vocabulary ({what}; baseline vs "
                         "feature_map.json)", field="vocab_sizes",
                         expected="a baseline trained on this vocabulary: re-run avazu_train_baseline")
-    if cfg.get("name") != "deepfm" or cfg.get("encoder") != "gated":
-        raise ConfigError(f"ctr.model / ctr.deepfm.encoder: LLM-CTR reuses the baseline's field-gated encoder, "
+    if cfg.get("name") != "deepfm" or cfg.get("encoder") not in LLM_ENCODERS:
+        raise ConfigError(f"ctr.model / ctr.deepfm.encoder: LLM-CTR reuses the baseline's field encoder, "
                           f"but {cfg_file} is {cfg.get('name')!r} with encoder {cfg.get('encoder', 'none')!r} "
-                          "(set ctr.model: deepfm, ctr.deepfm.encoder: gated)")
+                          "(set ctr.model: deepfm, ctr.deepfm.encoder: gated or gen)")
     name = cfg.pop("name")
     cfg.pop("vocab_sizes")
     try:

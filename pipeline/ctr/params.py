@@ -64,6 +64,7 @@ class AvazuParams:
     split_valid: AvazuSplitValid
     sample: AvazuSample
     min_count: int
+    align: bool           # avazu_align: map x1 / x2 ids onto x4's raw tokens (false: namespaced ids, as published)
 
     def validate(self) -> None:
         check_subset("avazu.sources", self.sources, AVAZU_SOURCES)
