@@ -196,3 +196,20 @@ def test_bad_input(tmp_path):
         lk.row_hashes(tmp_path / "junk.parquet", COLS)
     with pytest.raises(ValueError, match="batch_rows"):
         lk.row_hashes(path, COLS, 0)
+
+
+def test_event_mask_uses_the_alignment_pairing_where_there_is_one(tmp_path):
+    from pipeline.ctr.align import X4_SPLIT
+
+    valid = hashes_of(tmp_path, "valid", [A])
+    test = hashes_of(tmp_path, "test", [C])
+    rows = [A, A, B, C, D]
+    plain = write(tmp_path / "plain.parquet", table(rows))
+    h = lk.row_hashes(plain, COLS)
+    assert lk.mask_source(plain) == "row_hash"
+    assert lk.event_mask(plain, h, [valid, test]).tolist() == [True, True, False, True, False]
+    # aligned rows carry the x4 split of their paired event: that decides; unpaired rows (null) use the hash
+    paired = table(rows).append_column(X4_SPLIT, pa.array(["valid", "train", None, None, "test"]).dictionary_encode())
+    path = write(tmp_path / "aligned.parquet", paired)
+    assert lk.mask_source(path) == "paired_rows"
+    assert lk.event_mask(path, h, [valid, test]).tolist() == [True, False, False, True, True]

@@ -47,7 +47,7 @@ from pipeline.ctr.schema import LABEL
 
 __all__ = [
     "EVENT_TIME", "NULL_HASH", "ROW_SEED", "HASH_NAME", "event_columns", "value_hashes", "row_hashes",
-    "leaked_mask", "leak_report", "write_kept",
+    "leaked_mask", "leak_report", "write_kept", "mask_source", "event_mask",
 ]
 
 EVENT_TIME = "hour_of_day"
