@@ -34,6 +34,7 @@ from pipeline.ctr.task import CtrTask, beside_oracle, ctr_metrics, predict_proba
 log = logging.getLogger(__name__)
 
 PROTOCOL = "pointwise CTR: AUC and logloss over every row of the split"
+READOUT_INIT_ROWS = 8192     # first rows of the first train source that initialise an affine readout
 MODEL_NAMES = ("baseline", "llm_phase1", "llm_phase2")           # the leak-free protocol's models
 SEED_NAMES = ("llm_phase1_seed", "llm_phase2_seed")             # the same trained under the seed's (leaky) one
 
@@ -126,7 +127,7 @@ def llm_info(llm_dir: Path) -> dict:
 
 
 def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[str], features: list[str],
-               projector_hidden: int, device="cpu") -> tuple[dict, dict]:
+               projector_hidden: int, readout: str, device="cpu") -> tuple[dict, dict]:
     """State dict and config of a finished phase, checked against the current params."""
     d = paths.phases[phase]
     for f in (d / "model.pt", d / "config.json"):
@@ -134,7 +135,7 @@ def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[
             raise DataError(f, f"phase {phase} output missing", expected=f"the output of avazu_llm_phase@{phase}")
     cfg = read_json(d / "config.json")
     for key, now in (("prompt", prompt), ("answer_tokens", list(answer_tokens)), ("features", features),
-                     ("projector_hidden", projector_hidden)):
+                     ("projector_hidden", projector_hidden), ("readout", readout)):
         if cfg.get(key) != now:
             raise DataError(d / "config.json", f"trained with {key}={cfg.get(key)!r}, params say {now!r}",
                             field=key, expected=f"re-run avazu_llm_phase@{phase} (dvc repro)")
@@ -164,23 +165,28 @@ class PhaseRun:
         device = resolve_device(llm_ctr.device)
         dtype = resolve_dtype(llm_ctr.dtype, device)
         phase1 = (load_phase(paths, 1, prompt=llm.prompt, answer_tokens=llm.answer_tokens, features=enc.features,
-                             projector_hidden=llm_ctr.projector_hidden)[0] if phase == 2 else None)
+                             projector_hidden=llm_ctr.projector_hidden, readout=llm_ctr.readout)[0]
+                  if phase == 2 else None)
         baseline = L.load_baseline(paths.baseline, enc.features, enc.vocab_sizes)
         bundle = L.load_bundle(paths.llm, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=dtype,
                                device=device)
         fingerprints = [L.dir_fingerprint(paths.baseline), L.dir_fingerprint(paths.llm)]
         seed_everything(derive_seed(seed, f"llm_phase{phase}") % 2**63)
-        if phase == 1:
-            model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=False,
-                                    prompt_cache=llm_ctr.prompt_cache, seed=derive_seed(seed, "llm", "projector") % 2**63)
-        else:
-            model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=True,
-                                    prompt_cache=llm_ctr.prompt_cache, projector_state=L.split_state(phase1)[0])
-            fingerprints.append(L.dir_fingerprint(paths.phases[1]))
         sources = []
         for s in train.sources:
             (tr, n_tr), (va, n_va) = (drop_leaked(enc.tensors(s, sp), paths.leakage, s, sp) for sp in ("train", "valid"))
             sources.append(SourceData(s, tr, va, {"train": n_tr, "valid": n_va}))
+        if phase == 1:
+            model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=False,
+                                    prompt_cache=llm_ctr.prompt_cache, readout=llm_ctr.readout,
+                                    seed=derive_seed(seed, "llm", "projector") % 2**63)
+            first = sources[0].train                  # the affine readout starts at its rate, unit-variance logits
+            model.init_readout(first.x[:READOUT_INIT_ROWS], float(first.y.float().mean()) if len(first) else 0.5)
+        else:
+            model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=True,
+                                    prompt_cache=llm_ctr.prompt_cache, projector_state=L.split_state(phase1)[0],
+                                    readout=llm_ctr.readout, readout_state=L.part_state(phase1, "readout"))
+            fingerprints.append(L.dir_fingerprint(paths.phases[1]))
         log.info("phase %d: %d trainable parameters (%s), LLM %s in %s on %s, prompt %d tokens, cache %s", phase,
                  sum(q.numel() for q in model.trainable_parameters()),
                  "projector" if phase == 1 else "encoder + projector", type(bundle.llm).__name__, dtype, device,
@@ -216,6 +222,7 @@ class PhaseRun:
             "protocol": PROTOCOL, "leakage_protocol": self.protocol,
             "rows_excluded": {s.name: s.excluded for s in self.sources}, "phase": self.phase,
             "trains": "projector" if self.phase == 1 else "encoder + projector", "lr": lr,
+            "readout": llm_ctr.readout,
             "train_sources": list(train.sources), "prompt_cache": llm_ctr.prompt_cache,
             "dtype": str(self.dtype).replace("torch.", ""), "device": self.device.type,
             "llm": info.get("source"), "llm_parameters": info.get("num_parameters"),
@@ -223,7 +230,9 @@ class PhaseRun:
             "metrics": result["sources"],
         }
         config = {"phase": self.phase, "train_encoder": self.phase == 2, "features": self.enc.features,
-                  "projector_hidden": llm_ctr.projector_hidden, "hidden_size": self.bundle.hidden_size,
+                  "projector_hidden": llm_ctr.projector_hidden, "readout": llm_ctr.readout,
+                  "readout_state": {k: float(v) for k, v in self.model.readout.state_dict().items()},
+                  "hidden_size": self.bundle.hidden_size,
                   "prompt": llm.prompt, "prompt_tokens": self.model.num_prompt_tokens,
                   "answer_tokens": list(llm.answer_tokens), "answer_ids": self.bundle.answer_ids,
                   "train_sources": list(train.sources), "leakage_protocol": self.protocol,
@@ -286,12 +295,14 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
                  for n in (1, 2)]
     for phase, where, name in runs:
         state, phase_cfg[name] = load_phase(where, phase, prompt=llm.prompt, answer_tokens=llm.answer_tokens,
-                                            features=enc.features, projector_hidden=llm_ctr.projector_hidden)
+                                            features=enc.features, projector_hidden=llm_ctr.projector_hidden,
+                                            readout=llm_ctr.readout)
         proj, encoder = L.split_state(state)
         models[name] = (L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden,
-                                                        train_encoder=False, prompt_cache=llm_ctr.prompt_cache,
-                                                        projector_state=proj, encoder_state=encoder),
-                                       llm_ctr.eval_batch_size)
+                                        train_encoder=False, prompt_cache=llm_ctr.prompt_cache, projector_state=proj,
+                                        encoder_state=encoder, readout=llm_ctr.readout,
+                                        readout_state=L.part_state(state, "readout")),
+                        llm_ctr.eval_batch_size)
     metrics = {f"{s}/test": evaluate_split(models, enc.tensors(s, "test")) for s in eval_sources}
     synthetic = all("oracle_auc" in m for m in metrics.values())
     overlap = None
@@ -314,7 +325,8 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
         "rows_excluded": {n: c.get("rows_excluded") for n, c in phase_cfg.items()},
         "baseline_train_sources": list(baseline.train_sources),
         "llm_train_sources": list(phase_cfg["llm_phase2"].get("train_sources", [])),
-        "llm": {"source": info.get("source"), "description": desc, "prompt_cache": llm_ctr.prompt_cache},
+        "llm": {"source": info.get("source"), "description": desc, "prompt_cache": llm_ctr.prompt_cache,
+                "readout": llm_ctr.readout},
         "vocab_overlap_x4_test": overlap,
         "metrics": metrics,
     }

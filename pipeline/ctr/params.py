@@ -194,6 +194,7 @@ class LlmCtrParams:
     dtype: Literal["auto", "float32", "bfloat16"]
     device: Literal["auto", "cpu", "cuda"]
     eval_batch_size: int             # rows per scoring batch (validation and evaluation)
+    readout: Literal["affine", "seed"] = "affine"   # seed: σ(l_yes − l_no) | affine: σ(e^s (l_yes − l_no − c) + b)
 
     def validate(self) -> None:
         _at_least("llm_ctr.projector_hidden", self.projector_hidden, 1)
