@@ -213,3 +213,15 @@ def test_event_mask_uses_the_alignment_pairing_where_there_is_one(tmp_path):
     path = write(tmp_path / "aligned.parquet", paired)
     assert lk.mask_source(path) == "paired_rows"
     assert lk.event_mask(path, h, [valid, test]).tolist() == [True, False, False, True, True]
+
+
+def test_the_report_records_the_masks_applied_beside_the_hash_rule():
+    train, ev = np.array([1, 2, 3, 4], dtype=np.uint64), np.array([2], dtype=np.uint64)
+    rep = lk.leak_report({"x2/train": train}, {"x4/test": ev})
+    mask = np.array([False, True, True, False])          # the pairing also found row 3 (a rare-bucket row)
+    lk.record_masks(rep, {"x2/train": mask}, {"x2/train": "paired_rows"})
+    t = rep["train"]["x2/train"]
+    assert (t["excluded_rows"], t["kept_rows"], t["hash_rule_excluded_rows"], t["excluded_by"]) == (2, 2, 1, "paired_rows")
+    assert t["excluded_share"] == 0.5 and "paired" in rep["rule"]
+    with pytest.raises(ValueError, match="mask of 3 rows for 4"):
+        lk.record_masks(rep, {"x2/train": mask[:3]}, {"x2/train": "row_hash"})

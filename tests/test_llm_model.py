@@ -315,3 +315,54 @@ def test_resume_across_sources_matches_an_uninterrupted_run(bundle, tmp_path):
     assert r["curve"] == r_ref["curve"]
     data = make_data(40, seed=35)
     assert abs(float(predict(m, data, 16).sum()) - float(predict(ref, data, 16).sum())) < 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ readout
+
+
+def test_seed_readout_is_the_answer_margin_and_saves_nothing(bundle):
+    m = model(bundle)
+    x = make_data(9, seed=41).x
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m.margin(x), atol=0, rtol=0)
+    assert m.readout.kind == "seed" and not m.readout.state_dict() and not list(m.readout.parameters())
+    with pytest.raises(ConfigError, match=r"^llm_ctr\.readout: 'platt' is not one of \['affine', 'seed'\]$"):
+        L.AnswerReadout("platt")
+
+
+def test_affine_readout_starts_at_the_click_rate_with_unit_variance_and_keeps_the_ranking(bundle):
+    m = L.build_llm_ctr(make_baseline(), bundle, projector_hidden=16, train_encoder=False, prompt_cache=True,
+                        readout="affine", seed=1)
+    x = make_data(300, seed=42).x
+    with torch.no_grad():
+        d = m.margin(x)
+        m.init_readout(x, click_rate=0.2, batch=64)                 # batched margins: same statistics
+        z = m(x)
+    rate_logit = torch.log(torch.tensor(0.2 / 0.8))
+    torch.testing.assert_close(z, (d - d.mean()) / d.std() + rate_logit, atol=1e-4, rtol=0)
+    assert abs(float(z.mean()) - float(rate_logit)) < 1e-4 and abs(float(z.std()) - 1) < 1e-4
+    assert torch.equal(torch.argsort(z), torch.argsort(d))           # a positive scale: the LLM's ranking
+    assert set(m.state_dict()) >= {"readout.log_scale", "readout.bias", "readout.center"}
+    assert {id(p) for p in m.readout.parameters()} <= {id(p) for p in m.trainable_parameters()}
+    again = L.build_llm_ctr(make_baseline(), bundle, projector_hidden=16, train_encoder=True, prompt_cache=True,
+                            readout="affine", projector_state=L.split_state(m.state_dict())[0],
+                            readout_state=L.part_state(m.state_dict(), "readout"), seed=7)
+    with torch.no_grad():                                            # phase 2 / evaluation rebuild it exactly
+        torch.testing.assert_close(again(x), z, atol=1e-6, rtol=0)
+
+
+def test_a_phase_trained_with_another_readout_is_refused(tmp_path):
+    from pipeline.core.errors import DataError
+    from pipeline.ctr.llm_train import LlmPaths, load_phase
+
+    d = tmp_path / "p1"
+    d.mkdir()
+    torch.save({}, d / "model.pt")
+    features = [f"f{i}" for i in range(FIELDS)]
+    (d / "config.json").write_text(json.dumps({"prompt": PROMPT, "answer_tokens": ["0", "1"], "features": features,
+                                               "projector_hidden": 16, "readout": "seed"}))
+    paths = LlmPaths(tmp_path, tmp_path, tmp_path, tmp_path, {1: d})
+    kw = dict(prompt=PROMPT, answer_tokens=["0", "1"], features=features, projector_hidden=16)
+    assert load_phase(paths, 1, readout="seed", **kw)[1]["readout"] == "seed"
+    with pytest.raises(DataError, match="trained with readout='seed', params say 'affine'"):
+        load_phase(paths, 1, readout="affine", **kw)

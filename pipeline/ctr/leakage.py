@@ -47,7 +47,7 @@ from pipeline.ctr.schema import LABEL
 
 __all__ = [
     "EVENT_TIME", "NULL_HASH", "ROW_SEED", "HASH_NAME", "event_columns", "value_hashes", "row_hashes",
-    "leaked_mask", "leak_report", "write_kept", "mask_source", "event_mask",
+    "leaked_mask", "leak_report", "write_kept", "mask_source", "event_mask", "record_masks",
 ]
 
 EVENT_TIME = "hour_of_day"
@@ -299,3 +299,21 @@ def event_mask(path: str | Path, hashes: np.ndarray, eval_hashes, eval_splits=("
     in_eval = np.asarray(pc.fill_null(pc.is_in(col, value_set=pa.array(list(eval_splits))), False)
                          .to_numpy(zero_copy_only=False))
     return np.where(paired, in_eval, mask)
+
+
+def record_masks(report: dict, masks: Mapping[str, np.ndarray], decided_by: Mapping[str, str]) -> dict:
+    """Put the masks actually applied into a :func:`leak_report`: per training set ``excluded_rows`` /
+    ``excluded_share`` / ``kept_rows`` become the mask's (what the leak-free protocol drops), ``excluded_by``
+    says how it decided (:func:`mask_source`), and the hash rule's own count stays beside it as
+    ``hash_rule_excluded_rows``. The two differ where the pairing decides: x2's rare bucket hides raw
+    tokens, so an x2 row and its x4 event hash differently and the hash rule alone under-counts."""
+    for name, m in masks.items():
+        entry = report["train"][name]
+        n, k = int(len(m)), int(np.asarray(m).sum())
+        if n != entry["rows"]:
+            raise ValueError(f"{name}: mask of {n} rows for {entry['rows']} hashed rows")
+        entry["hash_rule_excluded_rows"] = entry["excluded_rows"]
+        entry.update(excluded_rows=k, excluded_share=_share(k, n), kept_rows=n - k, excluded_by=decided_by[name])
+    report["rule"] = ("a training row is excluded if avazu_align paired it with an x4 valid / test row, or, for "
+                      "rows not paired, if its hash occurs in any evaluation split at all")
+    return report

@@ -46,9 +46,7 @@ def leakage(params: str = ParamsOpt) -> None:
                   aligned=bool(a.align))
     masks = {k: lk.event_mask(datasets[k.split("/")[0]][k.split("/")[1]], h, list(evals.values()), EVAL)
              for k, h in trains.items()}
-    report["excluded"] = {k: {"rows": int(len(m)), "excluded_rows": int(m.sum()),
-                              "by": lk.mask_source(datasets[k.split("/")[0]][k.split("/")[1]])}
-                          for k, m in masks.items()}
+    lk.record_masks(report, masks, {k: lk.mask_source(datasets[k.split("/")[0]][k.split("/")[1]]) for k in masks})
     with atomic_outputs() as out:
         d = out.dir(LEAKAGE)
         for key, m in masks.items():
