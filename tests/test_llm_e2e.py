@@ -59,8 +59,9 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
     # what the phases saved: the trainable parts only
     p1 = torch.load(repo / "models/avazu/llm_phase1/model.pt", weights_only=True)
     p2 = torch.load(repo / "models/avazu/llm_phase2/model.pt", weights_only=True)
-    assert p1 and all(k.startswith("projector.") for k in p1)
-    assert {k.split(".")[0] for k in p2} == {"projector", "encoder"}
+    assert {k.split(".")[0] for k in p1} == {"projector", "readout"}      # the affine readout's scalars too
+    assert {k.split(".")[0] for k in p2} == {"projector", "encoder", "readout"}
+    assert {k for k in p1 if k.startswith("readout.")} == {"readout.log_scale", "readout.bias", "readout.center"}
     assert not (repo / "models/.ckpt").exists() or not any((repo / "models/.ckpt").iterdir())
     for phase in (1, 2):
         r = json.loads((repo / f"reports/avazu/llm_phase{phase}.json").read_text())

@@ -264,7 +264,7 @@ def _match(fs: _Field, keys_s: np.ndarray, keys_4: np.ndarray, round_no: int) ->
         if len(cand_s) >= 2 and not len(ks):
             raise DataError(f"<{fs.name}>", f"every one of the field's {len(cand_s)} values shares its "
                             "(occurrences, clicks) fingerprint with another value: nothing to anchor the "
-                            "alignment on", field=fs.name,
+                            "alignment on - set avazu.align: false to use the source's own ids", field=fs.name,
                             expected="at least one value with a unique fingerprint")
         i_s, i_4 = _common(us, u4)
         same = np.zeros(len(us), bool)
@@ -573,11 +573,13 @@ def align_source(src_files: dict[str, Path], x4_files: dict[str, Path], fields: 
     if src.rows != x4.rows:
         raise DataError(where, f"the source has {src.rows:,} rows over its splits ({', '.join(src.split_rows)}) "
                         f"but x4 has {x4.rows:,}: they are not the same events re-split, so they cannot be "
-                        "aligned - set avazu.align: false")
+                        "aligned - set avazu.align: false to use the source's own ids",
+                        expected="the same events as x4, re-split: equal row totals")
     clicks_s, clicks_4 = int(src.label.sum(dtype=np.int64)), int(x4.label.sum(dtype=np.int64))
     if clicks_s != clicks_4:
         raise DataError(where, f"the source has {clicks_s:,} clicks but x4 has {clicks_4:,} (both {src.rows:,} "
-                        "rows): they are not the same events re-split - set avazu.align: false")
+                        "rows): they are not the same events re-split - set avazu.align: false to use the "
+                        "source's own ids", expected="the same events as x4, re-split: equal click totals")
     weekday_in_key = bool(np.all(src.weekday >= 0) and np.all(x4.weekday >= 0))
     clicked_s, clicked_4 = src.label == 1, x4.label == 1
     state: dict[str, _Field] = {}

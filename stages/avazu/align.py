@@ -43,6 +43,7 @@ def align(params: str = ParamsOpt) -> None:
                                            batch_rows=a.batch_rows) for sp, path in files[s].items()}
             truth = RAW / s / ALIGNMENT_TRUTH
             reports[s] = dict(alignment.report(pq.read_table(truth) if truth.is_file() else None), written=rows)
+            del alignment                             # its per-row codes are not held while the next source aligns
         report = al.stage_report(reports, enabled=bool(todo), sources=list(a.sources), align=a.align)
         write_json(d / "meta.json", {"aligned": todo})
         write_json(out.file(REPORTS / "align.json"), report)
