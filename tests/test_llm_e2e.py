@@ -26,6 +26,7 @@ def repo(tmp_path_factory):
         "llm.tiny.num_heads": 2, "llm.tiny.num_kv_heads": 1, "llm.tiny.head_dim": 8,
         "llm_ctr.projector_hidden": 16, "llm_train.batch_size": 256, "llm_train.eval_every_steps": 2,
         "llm_train.checkpoint_every_steps": 1, "llm_ctr.eval_batch_size": 2048, "llm_phase2.lr": 1e-3,
+        "llm_eval.sources": ["x1", "x2", "x4"],          # the in-domain views too (the default scores x4 only)
     })
     return d
 
