@@ -33,24 +33,40 @@ The algorithm (one source s in {x1, x2} against x4, over ALL splits of both):
 
 Only the data is read: a truth sidecar of the synthetic world is for :meth:`Alignment.report` alone.
 
-Memory (40.4 M rows per side, the real files): per field one integer code per row in the smallest dtype
-its cardinality allows (int8 for the 11 small fields, int16 for the 8 mid ones, int32 for device_id and
-device_ip: 35 B a row) plus label / hour / weekday (3 B) - 1.5 GB per side, 3.1 GB for both; per field
-the fingerprints and signatures (8-24 B per distinct value, ~0.3 GB for device_ip's 6.7 M values on both
-sides); reading a field's column transiently holds its int32 indices and row-group dictionaries (~0.7 GB
-for device_ip). Rounds stream in ``batch_rows`` blocks (no full-length temporaries); the final row
-matching drops x4's codes and holds ~40 B a row of keys, sort orders and runs. Estimate: peak ~5 GB on
-40.4 M rows (~120 B a row). Measured peak RSS of one align_source call (x1 against x4, synthetic world,
-110 MB of it the interpreter and libraries): 0.24 GB at 0.4 M rows, 0.62 GB at 2 M, 0.82 GB at 4 M
-(~100 B a marginal row). After it returns, the alignment keeps the source's codes (35 B a row) for
-:func:`apply_alignment`, which streams row groups (memory bounded by ``batch_rows``), and one int8 weekday
-per source row.
+Memory (40.4 M rows per side, the real files): no per-row array stays in memory. Each side's per-row arrays -
+per field one integer code in the smallest dtype its cardinality allows (int8 for the 11 small fields, int16
+for the 8 mid ones, int32 for device_id and device_ip: 35 B a row), label / hour / weekday (3 B) - go to raw
+files in a private folder under the system's temporary directory (:class:`_Spill`: 38 B a row, ~1.5 GB of disk
+per side, plus 24 B a row of row keys during the final matching; x4's folder is removed when
+:func:`align_source` returns or fails, the source's when its :class:`Alignment` is garbage collected) and are
+read back in ``batch_rows`` blocks with ``np.fromfile`` (no memory maps: what is resident is what was asked
+for). Reading a field holds its row groups' dictionaries and their unification (the row groups' indices wait
+in the spill until the transpose maps are known). The rounds stream blocks of codes; what they hold grows with
+the distinct values (per value on each side: occurrences and clicks as int32, the map, and during a round its
+key table and signature; estimated ~0.3 GB for device_ip's 6.7 M values on both sides) and the tokens. The
+final row matching writes both sides' row keys and the source rows' content hashes to the spill and pairs rows
+one of 16 key partitions at a time (equal keys share a partition), holding a partition's sort orders and runs
+plus x4's weekday and three int8 results per source row. Freed blocks are handed back to the OS (Arrow's pool
+and glibc's ``malloc_trim``) after each field read and before :func:`apply_alignment`, which streams row
+groups (memory bounded by ``batch_rows``) and reads the source's codes back from its spill. Measured
+(``bench/avazu_align.py``, synthetic world, one fresh process per source, peak RSS of align_source +
+apply_alignment, 199 MB of it the interpreter and libraries): x1 0.41 GB at 1 M rows and 0.46 GB at 4 M (18 B
+per extra row, 1.11 GB projected to 40.4 M rows), x2 0.38 / 0.43 GB (1.04 GB projected); before the spill:
+0.46 / 0.97 GB (169 B per extra row). At those sizes the peak is in apply_alignment; measured phase by phase
+(x1, 4 M rows against 1 M, ru_maxrss after each phase), the read grows ~29 B and the rounds and row matching
+~33 B per extra row (mostly per-value arrays: the synthetic world, like the real files, has ~0.23 distinct
+values per row).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import shutil
+import sys
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
@@ -96,25 +112,82 @@ def _code_dtype(card: int):
     return np.int8 if card <= 127 else np.int16 if card <= 32767 else np.int32
 
 
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):         # not glibc (musl has no malloc_trim)
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _release() -> None:
+    """Give freed memory back to the OS: Arrow's pool, and glibc's heap (numpy's blocks below glibc's mmap
+    threshold, 32 MB at most, stay in the heap once freed, counted in RSS, until trimmed)."""
+    pa.default_memory_pool().release_unused()
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 # ---------------------------------------------------------------------------------------------- reading
+
+
+class _Spill:
+    """Per-row arrays kept on disk, not in memory: raw files in a private folder under the system's temporary
+    directory, appended to in blocks and read back whole or by row range (``np.fromfile``, not a memory map,
+    so what a reader holds is exactly what it asked for). The folder goes with :meth:`close`, or with the
+    object when it is garbage collected (or at interpreter exit)."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="recdag-align-"))
+        self._files: dict = {}                 # name -> [path, dtype, rows]
+        self._made = 0                         # files made so far (their names)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.dir), ignore_errors=True)
+
+    def append(self, name, arr: np.ndarray) -> None:
+        if name not in self._files:
+            self._files[name] = [self.dir / f"{self._made}.bin", arr.dtype, 0]
+            self._made += 1
+        entry = self._files[name]
+        with open(entry[0], "ab") as fh:
+            np.ascontiguousarray(arr, dtype=entry[1]).tofile(fh)
+        entry[2] += len(arr)
+
+    def get(self, name, s: int = 0, e: int | None = None) -> np.ndarray:
+        path, dtype, rows = self._files[name]
+        e = rows if e is None else min(e, rows)
+        if e <= s:
+            return np.empty(0, dtype)
+        return np.fromfile(path, dtype, count=e - s, offset=s * dtype.itemsize)
+
+    def drop(self, name) -> None:
+        self._files.pop(name)[0].unlink()
+
+    def close(self) -> None:
+        self._cleanup()
+
+
+# per-row arrays in a side's spill besides the fields' codes (named by tuples: no field's name, a str)
+_LABEL, _HOUR, _WEEKDAY = ("rows", LABEL), ("rows", "hour_of_day"), ("rows", "weekday")     # int8, -1 = null
+_RAW, _KEY, _CONTENT = ("rows", "raw"), ("rows", "key"), ("rows", "content")
 
 
 @dataclass
 class _Side:
-    """One dataset's rows, all splits concatenated in the given split order, as integer codes."""
+    """One dataset's rows, all splits concatenated in the given split order, as integer codes (on disk)."""
 
     name: str
     split_rows: dict[str, int]
     files: dict[str, Path]
-    label: np.ndarray                      # int8
-    hour: np.ndarray                       # int8, -1 = null
-    weekday: np.ndarray                    # int8, -1 = null
-    codes: dict[str, np.ndarray] = dc_field(default_factory=dict)     # per field, per row
+    codes: _Spill = dc_field(default_factory=_Spill)     # per field, per row; label / hour / weekday
     tokens: dict[str, pa.Array] = dc_field(default_factory=dict)      # per field, per code
+    clicks: int = 0
+    all_weekday: bool = False                            # no row's weekday is null
 
     @property
     def rows(self) -> int:
-        return len(self.label)
+        return sum(self.split_rows.values())
 
 
 def _starts(split_rows: dict[str, int]) -> dict[str, int]:
@@ -152,47 +225,70 @@ def _read_side(files: dict[str, Path], fields: list[str], what: str) -> _Side:
     pfs = _open(files, fields, what)
     split_rows = {s: pf.metadata.num_rows for s, pf in pfs.items()}
     n = sum(split_rows.values())
-    side = _Side(what, split_rows, {s: Path(p) for s, p in files.items()}, np.empty(n, np.int8),
-                 np.empty(n, np.int8), np.empty(n, np.int8))
+    side = _Side(what, split_rows, {s: Path(p) for s, p in files.items()})
+    try:
+        _read_rows(side, pfs, files, fields)
+    except BaseException:
+        side.codes.close()
+        raise
+    log.info("align: read %s (%d rows, %d splits)", what, n, len(files))
+    return side
+
+
+def _read_rows(side: _Side, pfs: dict[str, pq.ParquetFile], files: dict[str, Path], fields: list[str]) -> None:
+    """Label / hour / weekday, then per field (one at a time) the codes, into ``side.codes``."""
+    split_rows, what = side.split_rows, side.name
+    label, hour, weekday = (np.empty(side.rows, np.int8) for _ in range(3))
     pos = 0
     for split, pf in pfs.items():
         for b in row_group_batches(pf, columns=[LABEL, *_TIME]):
             k = b.num_rows
             if b.column(LABEL).null_count:
                 raise DataError(files[split], "null label", field=LABEL, expected="0 or 1 on every row")
-            side.label[pos:pos + k] = _int8(b.column(LABEL), 0)
-            side.hour[pos:pos + k] = _int8(b.column("hour_of_day"), -1)
-            side.weekday[pos:pos + k] = _int8(b.column("weekday"), -1)
+            label[pos:pos + k] = _int8(b.column(LABEL), 0)
+            hour[pos:pos + k] = _int8(b.column("hour_of_day"), -1)
+            weekday[pos:pos + k] = _int8(b.column("weekday"), -1)
             pos += k
-    for col, arr, hi in (("hour_of_day", side.hour, 23), ("weekday", side.weekday, 6)):
+    for col, arr, hi in (("hour_of_day", hour, 23), ("weekday", weekday, 6)):
         bad = np.flatnonzero((arr < -1) | (arr > hi))
         if len(bad):
             split = next(s for s, o in _starts(split_rows).items() if o <= bad[0] < o + split_rows[s])
             raise DataError(files[split], f"value {int(arr[bad[0]])} out of range", field=col,
                             row=int(bad[0] - _starts(split_rows)[split]) + 1, expected=f"0..{hi} or null")
+    side.clicks, side.all_weekday = int(label.sum(dtype=np.int64)), bool(np.all(weekday >= 0))
+    for name, arr in ((_LABEL, label), (_HOUR, hour), (_WEEKDAY, weekday)):
+        side.codes.append(name, arr)
+    del label, hour, weekday
     for f in tqdm(fields, desc=f"align: read {what}", unit="field", disable=None):
-        chunks = []
+        dicts, lengths = [], []                      # per row group: its dictionary, its rows
         for split, pf in pfs.items():
             for b in row_group_batches(pf, columns=[f]):
                 col = b.column(0)
                 if col.null_count:
                     raise DataError(files[split], "null value", field=f, expected="a token on every row")
-                chunks.append(col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col))
-        if not chunks:
-            side.tokens[f], side.codes[f] = pa.array([], pa.string()), np.empty(0, np.int8)
+                col = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col)
+                dicts.append(col.dictionary)
+                lengths.append(len(col))
+                side.codes.append(_RAW, col.indices.to_numpy(zero_copy_only=False))
+        if not dicts:
+            side.tokens[f] = pa.array([], pa.string())
+            side.codes.append(f, np.empty(0, np.int8))
             continue
-        unified = pa.chunked_array(chunks).unify_dictionaries()
-        dictionary = unified.chunk(0).dictionary.cast(pa.string())
-        codes = np.empty(n, _code_dtype(len(dictionary)))
+        # unify_dictionaries depends on the dictionaries alone: unified under identity indices, each row
+        # group's dictionary gives its transpose map (own index -> unified code), applied to its indices
+        unified = pa.chunked_array([pa.DictionaryArray.from_arrays(np.arange(len(d), dtype=np.int32), d)
+                                    for d in dicts]).unify_dictionaries()
+        del dicts
+        side.tokens[f] = unified.chunk(0).dictionary.cast(pa.string())
+        dtype = _code_dtype(len(side.tokens[f]))
         pos = 0
-        for c in unified.chunks:
-            codes[pos:pos + len(c)] = c.indices.to_numpy(zero_copy_only=False)
-            pos += len(c)
-        del unified, chunks
-        side.codes[f], side.tokens[f] = codes, dictionary
-    pa.default_memory_pool().release_unused()        # the column reads' buffers: give them back
-    log.info("align: read %s (%d rows, %d splits)", what, n, len(files))
-    return side
+        for k, c in zip(lengths, unified.chunks):
+            transpose = c.indices.to_numpy(zero_copy_only=False)
+            side.codes.append(f, transpose[side.codes.get(_RAW, pos, pos + k)].astype(dtype))
+            pos += k
+        side.codes.drop(_RAW)
+        del unified
+        _release()                                   # the column reads' buffers: give them back
 
 
 # ------------------------------------------------------------------------------------------ per-field state
@@ -282,42 +378,61 @@ def _match(fs: _Field, keys_s: np.ndarray, keys_4: np.ndarray, round_no: int) ->
 
 
 def _base_code(side: _Side, s: int, e: int, weekday_in_key: bool) -> np.ndarray:
-    code = side.label[s:e].astype(np.int64) + 2 * (side.hour[s:e].astype(np.int64) + 1)
+    code = side.codes.get(_LABEL, s, e).astype(np.int64) + 2 * (side.codes.get(_HOUR, s, e).astype(np.int64) + 1)
     if weekday_in_key:
-        code += 50 * (side.weekday[s:e].astype(np.int64) + 1)
+        code += 50 * (side.codes.get(_WEEKDAY, s, e).astype(np.int64) + 1)
     return code
 
 
 _BASE = _mix(np.arange(50 * 9, dtype=np.uint64) + _SALT_BASE)
 
 
-def _keys_block(side: _Side, tabs: dict[str, np.ndarray], s: int, e: int, weekday_in_key: bool) -> np.ndarray:
-    h = _BASE[_base_code(side, s, e, weekday_in_key)]
-    for f, t in tabs.items():
-        h += t[side.codes[f][s:e]]
-    return h
+def _blocks(side: _Side, tabs: dict[str, np.ndarray], batch_rows: int, weekday_in_key: bool):
+    """Per block of ``batch_rows`` rows: (the block's codes per field, read from disk, its row keys)."""
+    for s in range(0, side.rows, batch_rows):
+        e = min(side.rows, s + batch_rows)
+        codes = {f: side.codes.get(f, s, e) for f in tabs}
+        h = _BASE[_base_code(side, s, e, weekday_in_key)]
+        for f, t in tabs.items():
+            h += t[codes[f]]
+        yield codes, h
 
 
 def _signatures(side: _Side, tabs: dict[str, np.ndarray], cand: dict[str, np.ndarray], batch_rows: int,
                 weekday_in_key: bool) -> dict[str, np.ndarray]:
     """Per field, per candidate code: the sum of the mixed row keys of its rows (a multiset hash)."""
     sig = {f: np.zeros(len(m), np.uint64) for f, m in cand.items()}
-    for s in range(0, side.rows, batch_rows):
-        e = min(side.rows, s + batch_rows)
-        g = _mix(_keys_block(side, tabs, s, e, weekday_in_key) ^ _SALT_G)
+    for codes, h in _blocks(side, tabs, batch_rows, weekday_in_key):
+        g = _mix(h ^ _SALT_G)
         for f, m in cand.items():
-            c = side.codes[f][s:e]
+            c = codes[f]
             hit = m[c]
             np.add.at(sig[f], c[hit], g[hit])
     return sig
 
 
-def _full_keys(side: _Side, tabs: dict[str, np.ndarray], batch_rows: int, weekday_in_key: bool) -> np.ndarray:
-    h = np.empty(side.rows, np.uint64)
+_PARTS = 16                                               # the final row matching, in key partitions
+
+
+def _spill_keys(side: _Side, tabs: dict[str, np.ndarray], name, batch_rows: int, weekday_in_key: bool) -> None:
+    for _, h in _blocks(side, tabs, batch_rows, weekday_in_key):
+        side.codes.append(name, h)
+
+
+def _partition(side: _Side, names: tuple, part: int, batch_rows: int) -> list[np.ndarray]:
+    """[the rows whose ``names[0]`` key falls in partition ``part`` of :data:`_PARTS` (ascending), then those
+    rows' values of each of ``names``], streamed from the side's spill."""
+    mask, part = np.uint64(_PARTS - 1), np.uint64(part)
+    out = [[np.empty(0, np.int64)]] + [[np.empty(0, np.uint64)] for _ in names]
     for s in range(0, side.rows, batch_rows):
         e = min(side.rows, s + batch_rows)
-        h[s:e] = _keys_block(side, tabs, s, e, weekday_in_key)
-    return h
+        k = side.codes.get(names[0], s, e)
+        hit = np.flatnonzero((k & mask) == part)
+        out[0].append(hit + s)
+        out[1].append(k[hit])
+        for o, name in zip(out[2:], names[1:]):
+            o.append(side.codes.get(name, s, e)[hit])
+    return [np.concatenate(o) for o in out]
 
 
 def _runs(sorted_keys: np.ndarray):
@@ -328,6 +443,13 @@ def _runs(sorted_keys: np.ndarray):
     return sorted_keys[start], start, cnt
 
 
+def _uniform(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per run (``starts`` into ``values``): whether all its values are equal."""
+    if not len(starts):
+        return np.zeros(0, bool)
+    return np.minimum.reduceat(values, starts) == np.maximum.reduceat(values, starts)
+
+
 def _match_rows(src: _Side, x4: _Side, tabs_s: dict[str, np.ndarray], tabs_4: dict[str, np.ndarray],
                 batch_rows: int, weekday_in_key: bool):
     """Final row keys -> (matched bool per source row, x4's weekday int8 per source row, -1 = none, and the
@@ -335,50 +457,46 @@ def _match_rows(src: _Side, x4: _Side, tabs_s: dict[str, np.ndarray], tabs_4: di
 
     A key held by one row on each side pairs them; a key held by c rows on each side pairs them as a block
     when the c source rows are identical (exact duplicates: any pairing is the same data) and, for the
-    weekday alone, when the c x4 rows share one weekday. Drops x4's codes once its keys are computed."""
-    weekday_4 = x4.weekday
-    h_4 = _full_keys(x4, tabs_4, batch_rows, weekday_in_key)
-    x4.codes.clear()
-    o_4 = np.argsort(h_4, kind="stable").astype(np.int32)
-    u_4, st_4, cnt_4 = _runs(h_4[o_4])
-    del h_4
-    w_sorted = weekday_4[o_4]
-    uniform = np.minimum.reduceat(w_sorted, st_4) == np.maximum.reduceat(w_sorted, st_4) if len(st_4) else \
-        np.zeros(0, bool)
-    del w_sorted
-    h_s = _full_keys(src, tabs_s, batch_rows, weekday_in_key)
-    o_s = np.argsort(h_s, kind="stable").astype(np.int32)
-    u_s, st_s, cnt_s = _runs(h_s[o_s])
-    del h_s
-    content = np.empty(src.rows, np.uint64)            # identity of a source row: its own codes
+    weekday alone, when the c x4 rows share one weekday. The keys (and the source rows' content hashes) go
+    to the sides' spills; rows with equal keys are in the same key partition, so the matching runs one
+    partition at a time (rows in file order within each, as one global stable sort would order them)."""
+    _spill_keys(x4, tabs_4, _KEY, batch_rows, weekday_in_key)
+    _spill_keys(src, tabs_s, _KEY, batch_rows, weekday_in_key)
     ctabs = {f: _mix(np.arange(len(src.tokens[f]), dtype=np.uint64) + _salt(i, _SALT_SRC))
              for i, f in enumerate(tabs_s)}
-    for s in range(0, src.rows, batch_rows):
-        e = min(src.rows, s + batch_rows)
-        content[s:e] = _keys_block(src, ctabs, s, e, weekday_in_key=True)
-    content = content[o_s]
-    ident = np.minimum.reduceat(content, st_s) == np.maximum.reduceat(content, st_s) if len(st_s) else \
-        np.zeros(0, bool)
-    del content
-    i_s, i_4 = _common(u_s, u_4)
-    del u_s, u_4
-    eq = cnt_s[i_s] == cnt_4[i_4]
-    i_s, i_4 = i_s[eq], i_4[eq]
-    c = cnt_s[i_s]
-    paired = (c == 1) | ident[i_s]
-    keep = paired | uniform[i_4]
-    i_s, i_4, c, paired = i_s[keep], i_4[keep], c[keep], paired[keep]
-    j = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
-    rows_s = o_s[np.repeat(st_s[i_s], c) + j]
-    rows_4 = o_4[np.repeat(st_4[i_4], c) + j]
+    _spill_keys(src, ctabs, _CONTENT, batch_rows, weekday_in_key=True)   # identity of a row: its own codes
     matched = np.zeros(src.rows, bool)
-    matched[rows_s[np.repeat(paired, c)]] = True
     weekday = np.full(src.rows, -1, np.int8)
-    weekday[rows_s] = weekday_4[rows_4]
-    starts = np.asarray(list(_starts(x4.split_rows).values()), dtype=np.int64)
-    pair = np.repeat(paired, c)
     x4_split = np.full(src.rows, -1, np.int8)
-    x4_split[rows_s[pair]] = (np.searchsorted(starts, rows_4[pair], side="right") - 1).astype(np.int8)
+    starts = np.asarray(list(_starts(x4.split_rows).values()), dtype=np.int64)
+    weekday_4 = x4.codes.get(_WEEKDAY)
+    for part in range(_PARTS):
+        r_4, h_4 = _partition(x4, (_KEY,), part, batch_rows)
+        o_4 = np.argsort(h_4, kind="stable")
+        u_4, st_4, cnt_4 = _runs(h_4[o_4])
+        uniform = _uniform(weekday_4[r_4[o_4]], st_4)
+        r_s, h_s, content = _partition(src, (_KEY, _CONTENT), part, batch_rows)
+        o_s = np.argsort(h_s, kind="stable")
+        u_s, st_s, cnt_s = _runs(h_s[o_s])
+        ident = _uniform(content[o_s], st_s)
+        del h_4, h_s, content
+        i_s, i_4 = _common(u_s, u_4)
+        eq = cnt_s[i_s] == cnt_4[i_4]
+        i_s, i_4 = i_s[eq], i_4[eq]
+        c = cnt_s[i_s]
+        paired = (c == 1) | ident[i_s]
+        keep = paired | uniform[i_4]
+        i_s, i_4, c, paired = i_s[keep], i_4[keep], c[keep], paired[keep]
+        j = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        rows_s = r_s[o_s[np.repeat(st_s[i_s], c) + j]]
+        rows_4 = r_4[o_4[np.repeat(st_4[i_4], c) + j]]
+        pair = np.repeat(paired, c)
+        matched[rows_s[pair]] = True
+        weekday[rows_s] = weekday_4[rows_4]
+        x4_split[rows_s[pair]] = (np.searchsorted(starts, rows_4[pair], side="right") - 1).astype(np.int8)
+    for side, names in ((x4, (_KEY,)), (src, (_KEY, _CONTENT))):
+        for name in names:
+            side.codes.drop(name)
     return matched, weekday, x4_split
 
 
@@ -426,7 +544,7 @@ class Alignment:
     weekday_in_key: bool
     rare_token: str | None
     source_files: dict[str, Path]
-    codes: dict[str, np.ndarray]         # per field, the source codes of every row (for apply_alignment)
+    codes: _Spill                        # per field, the source codes of every row (for apply_alignment)
     seconds: float = 0.0
     x4_split: dict = dc_field(default_factory=dict)   # per split, int8 per row: x4 split of the paired row, -1
     x4_splits: list = dc_field(default_factory=list)  # x4's split names, in the order the codes index
@@ -569,25 +687,47 @@ def align_source(src_files: dict[str, Path], x4_files: dict[str, Path], fields: 
         raise ConfigError("align: both the source and x4 need at least one split file")
     where = Path(next(iter(src_files.values()))).parent
     src = _read_side(src_files, fields, "source")
-    x4 = _read_side(x4_files, fields, "x4")
+    try:                                             # no spill outlives the call but the source's codes
+        x4 = _read_side(x4_files, fields, "x4")
+        try:
+            al = _align(src, x4, fields, where, t0, rare_token=rare_token, batch_rows=batch_rows,
+                        max_rounds=max_rounds, rare_min_count=rare_min_count)
+        finally:
+            x4.codes.close()
+    except BaseException:
+        src.codes.close()
+        raise
+    del src, x4
+    _release()                        # before apply_alignment's Arrow buffers come on top of a stale heap
+    return al
+
+
+def _counts(codes: np.ndarray, clicked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per code: (occurrences, clicks), int32 (fewer than 2^31 rows)."""
+    return (np.bincount(codes, minlength=n).astype(np.int32),
+            np.bincount(codes[clicked], minlength=n).astype(np.int32))
+
+
+def _align(src: _Side, x4: _Side, fields: list[str], where: Path, t0: float, *, rare_token: str | None,
+           batch_rows: int, max_rounds: int, rare_min_count: int | None) -> Alignment:
+    """:func:`align_source` on the two sides read; the alignment keeps the source's codes (its spill)."""
     if src.rows != x4.rows:
         raise DataError(where, f"the source has {src.rows:,} rows over its splits ({', '.join(src.split_rows)}) "
                         f"but x4 has {x4.rows:,}: they are not the same events re-split, so they cannot be "
                         "aligned - set avazu.align: false to use the source's own ids",
                         expected="the same events as x4, re-split: equal row totals")
-    clicks_s, clicks_4 = int(src.label.sum(dtype=np.int64)), int(x4.label.sum(dtype=np.int64))
+    clicks_s, clicks_4 = src.clicks, x4.clicks
     if clicks_s != clicks_4:
         raise DataError(where, f"the source has {clicks_s:,} clicks but x4 has {clicks_4:,} (both {src.rows:,} "
                         "rows): they are not the same events re-split - set avazu.align: false to use the "
                         "source's own ids", expected="the same events as x4, re-split: equal click totals")
-    weekday_in_key = bool(np.all(src.weekday >= 0) and np.all(x4.weekday >= 0))
-    clicked_s, clicked_4 = src.label == 1, x4.label == 1
+    weekday_in_key = src.all_weekday and x4.all_weekday
+    clicked_s, clicked_4 = src.codes.get(_LABEL) == 1, x4.codes.get(_LABEL) == 1
     state: dict[str, _Field] = {}
     for i, f in enumerate(fields):
-        cs, c4 = src.codes[f], x4.codes[f]
+        cs, c4 = src.codes.get(f), x4.codes.get(f)
         n_s, n_4 = len(src.tokens[f]), len(x4.tokens[f])
-        occ_s, occ_4 = np.bincount(cs, minlength=n_s), np.bincount(c4, minlength=n_4)
-        clk_s, clk_4 = np.bincount(cs[clicked_s], minlength=n_s), np.bincount(c4[clicked_4], minlength=n_4)
+        (occ_s, clk_s), (occ_4, clk_4) = _counts(cs, clicked_s, n_s), _counts(c4, clicked_4, n_4)
         to_x4, from_src = np.full(n_s, UNMAPPED, np.int32), np.full(n_4, UNMAPPED, np.int32)
         bucket, threshold, consistent = -1, None, None
         if rare_token is not None and n_s:
@@ -601,6 +741,8 @@ def align_source(src_files: dict[str, Path], x4_files: dict[str, Path], fields: 
             consistent = bool(occ_4[rare4].sum() == occ_s[bucket] and clk_4[rare4].sum() == clk_s[bucket])
         state[f] = _Field(f, i, occ_s, clk_s, occ_4, clk_4, to_x4, from_src, np.full(n_s, -1, np.int8),
                           bucket, threshold, consistent)
+        del cs, c4
+    del clicked_s, clicked_4
     # (a) fingerprints
     new = 0
     for f, fs in state.items():
@@ -613,20 +755,21 @@ def align_source(src_files: dict[str, Path], x4_files: dict[str, Path], fields: 
     # (b) iterative row matching
     for r in range(1, max_rounds + 1):
         t1 = time.time()
-        tabs = {f: fs.tables() for f, fs in state.items()}
-        tabs_s, tabs_4 = {f: t[0] for f, t in tabs.items()}, {f: t[1] for f, t in tabs.items()}
         active = [f for f, fs in state.items() if np.any(fs.to_x4 == UNMAPPED) and np.any(fs.from_src == UNMAPPED)]
         if not active:
             break
+        tabs = {f: fs.tables() for f, fs in state.items()}
+        tabs_s, tabs_4 = {f: t[0] for f, t in tabs.items()}, {f: t[1] for f, t in tabs.items()}
         sig_s = _signatures(src, tabs_s, {f: state[f].to_x4 == UNMAPPED for f in active}, batch_rows,
                             weekday_in_key)
         sig_4 = _signatures(x4, tabs_4, {f: state[f].from_src == UNMAPPED for f in active}, batch_rows,
                             weekday_in_key)
+        del tabs, tabs_s, tabs_4
         new = 0
         for f in active:
             fs = state[f]
-            new += _match(fs, _mix(_mix(fs.fp("s") + _SALT_FP) + sig_s[f]),
-                          _mix(_mix(fs.fp("4") + _SALT_FP) + sig_4[f]), r)
+            new += _match(fs, _mix(_mix(fs.fp("s") + _SALT_FP) + sig_s.pop(f)),
+                          _mix(_mix(fs.fp("4") + _SALT_FP) + sig_4.pop(f)), r)
         rounds.append({"round": r, "by": "rows", "new": new, "seconds": round(time.time() - t1, 1)})
         log.info("align: round %d (rows): %d ids mapped", r, new)
         if not new:
@@ -698,7 +841,7 @@ def apply_alignment(alignment: Alignment, src_path: Path, out_path: Path, *, spl
             rec = None
             for name in schema.names:
                 if name in outs:
-                    codes = alignment.codes[name][offset + pos: offset + pos + n]
+                    codes = alignment.codes.get(name, offset + pos, offset + pos + n)
                     if name == check:
                         got = batch.column(name)
                         got = got.dictionary_decode() if pa.types.is_dictionary(got.type) else got
