@@ -246,7 +246,7 @@ def test_field_gate():
 
 
 def test_gated_deepfm_is_the_formula_it_always_was():
-    """encoder="gated" (the default baseline) keeps its numbers: the same ops as before GEN was added,
+    """encoder="gated" (the default baseline before GEN) keeps its numbers: the same ops as before GEN was added,
     bit for bit (gate the embeddings, then LR + FM + MLP all on the gated embeddings)."""
     model = make("deepfm-gated").eval()
     with torch.no_grad():
@@ -472,15 +472,15 @@ def test_every_registered_name_builds_from_params_and_round_trips(name):
 def test_ctr_params_parse_the_params_yaml_section():
     ctr = parse(ctr_section())
     assert (ctr.model, ctr.embedding_dim, ctr.hidden_units, ctr.batch_norm) == ("deepfm", 16, [400, 400, 400], False)
-    assert ctr.deepfm == MODELS["deepfm"].Options(encoder="gated") and ctr.options is ctr.deepfm
+    assert ctr.deepfm == MODELS["deepfm"].Options(encoder="gen") and ctr.options is ctr.deepfm
     assert ctr.dcnv2.structure == "parallel" and ctr.dlrm.interaction == "dot" and ctr.dcn.num_cross_layers == 3
     assert ctr.model_kwargs() == {"embedding_dim": 16, "hidden_units": [400, 400, 400], "dropout": ctr.dropout,
-                                  "batch_norm": False, "encoder": "gated"}
+                                  "batch_norm": False, "encoder": "gen"}
     # each model gets its own options only, mapped onto its constructor arguments
     assert ctr.with_model("dcnv2").model_kwargs()["model_structure"] == "parallel"
     assert ctr.with_model("dlrm").model_kwargs()["interaction_op"] == "dot"
     assert "encoder" not in ctr.with_model("dnn").model_kwargs() and ctr.with_model("dnn").options is None
-    assert ctr.with_model("deepfm", encoder="none").deepfm.encoder == "none" and ctr.deepfm.encoder == "gated"
+    assert ctr.with_model("deepfm", encoder="none").deepfm.encoder == "none" and ctr.deepfm.encoder == "gen"
     gen = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "deepfm": {"encoder": "gen"}})
     assert gen.deepfm == MODELS["deepfm"].Options(encoder="gen") and gen.model_kwargs()["encoder"] == "gen"
     torch.manual_seed(0)
@@ -493,7 +493,7 @@ def test_ctr_params_parse_the_params_yaml_section():
     # the same object through the stage machinery, whole or by dotted sub-key
     assert load_stage(PARAMS_YAML, ("ctr",), (CtrParams,)).ctr == ctr
     view = load_stage(PARAMS_YAML, ("ctr.model", "ctr.deepfm.encoder"), (CtrParams,))
-    assert (view.ctr.model, view.ctr.deepfm.encoder) == ("deepfm", "gated")
+    assert (view.ctr.model, view.ctr.deepfm.encoder) == ("deepfm", "gen")
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -602,5 +602,6 @@ def test_a_config_json_written_before_the_split_still_loads():
            "batch_norm": False, "encoder": "gated"}
     model = build_model(**old)
     assert type(model).__name__ == "DeepFM" and model.encoder is not None and model_config(model) == old
-    ctr = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "dropout": 0.1, "batch_norm": False})
+    ctr = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "dropout": 0.1, "batch_norm": False,
+                 "deepfm": {"encoder": "gated"}})
     assert model_config(build_ctr_model(ctr, VOCAB)) == old
