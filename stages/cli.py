@@ -27,9 +27,11 @@ COMMANDS: dict[str, dict[str, str]] = {
     "avazu": {
         "download": "stages.avazu.download:download",
         "normalize": "stages.avazu.normalize:normalize",
+        "align": "stages.avazu.align:align",
         "split-valid": "stages.avazu.split_valid:split_valid",
         "sample": "stages.avazu.sample:sample",
         "vocab": "stages.avazu.vocab:vocab",
+        "leakage": "stages.avazu.leakage:leakage",
         "train-baseline": "stages.avazu.train_baseline:train_baseline",
         "compare-optimizers": "stages.avazu.compare_optimizers:compare_optimizers",
         "llm-init": "stages.avazu.llm_init:llm_init",

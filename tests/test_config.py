@@ -70,6 +70,7 @@ def test_whole_section_is_the_real_dataclass():
 
 def test_foreach_templates_expand():
     assert expand(["llm_phase${key}", "a.${item}", "b"], 2) == ["llm_phase2", "a.2", "b"]
+    assert expand(["llm_phase${item.phase}", "c"], {"phase": 1}) == ["llm_phase1", "c"]
 
 
 def test_a_mistake_in_another_branch_does_not_stop_a_stage(tmp_path):

@@ -24,8 +24,8 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_the_branch_then_nothing(repo):
     out = sh(repo, "dvc", "repro", TARGET)
-    assert ran(out) == ["avazu_download", "avazu_normalize@x1", "avazu_normalize@x2", "avazu_normalize@x4",
-                        "avazu_sample@x1", "avazu_sample@x2", "avazu_split_valid@x2", "avazu_train_baseline",
+    assert ran(out) == ["avazu_align", "avazu_download", "avazu_normalize@x1", "avazu_normalize@x2",
+                        "avazu_normalize@x4", "avazu_sample@x1", "avazu_sample@x2", "avazu_split_valid@x2", "avazu_train_baseline",
                         "avazu_vocab"]
     enc = repo / "data/avazu/encoded"
     assert sorted(p.name for p in enc.iterdir()) == ["x1", "x1_sample20", "x2", "x2_sample20", "x4"]
@@ -36,6 +36,11 @@ def test_repro_runs_the_branch_then_nothing(repo):
     assert report["synthetic"] is True and report["splits"]["x2/valid"]["rows"] == 1600
     assert report["splits"]["x1_sample20/train"]["rows"] == 2800
     assert 0.7 < report["splits"]["x4/test"]["oracle_auc"] < 1.0
+    ov = report["overlap_x4_test"]
+    assert ov["occurrence_all_fields"] > 0.95 and ov["unaligned_occurrence_all_fields"] < 0.2   # alignment on
+    align = json.loads((repo / "reports/avazu/align.json").read_text())
+    for src in ("x1", "x2"):
+        assert align["sources"][src]["accuracy_vs_truth"] >= 0.995 and align["sources"][src]["total"]["wrong"] == 0
     fmap = json.loads((repo / "data/avazu/vocab/feature_map.json").read_text())
     assert fmap["num_fields"] == 24
     baseline = json.loads((repo / "reports/avazu/baseline.json").read_text())

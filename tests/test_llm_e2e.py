@@ -12,7 +12,8 @@ from tests.conftest import ran, scratch_dvc_repo, set_params, sh
 
 pytestmark = pytest.mark.slow
 
-LLM_STAGES = ["avazu_evaluate_x4", "avazu_llm_phase@1", "avazu_llm_phase@2"]
+LLM_STAGES = ["avazu_evaluate_x4", "avazu_llm_phase@1", "avazu_llm_phase@1-seed", "avazu_llm_phase@2",
+              "avazu_llm_phase@2-seed"]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def repo(tmp_path_factory):
         "llm.tiny.num_heads": 2, "llm.tiny.num_kv_heads": 1, "llm.tiny.head_dim": 8,
         "llm_ctr.projector_hidden": 16, "llm_train.batch_size": 256, "llm_train.eval_every_steps": 2,
         "llm_train.checkpoint_every_steps": 1, "llm_ctr.eval_batch_size": 2048, "llm_phase2.lr": 1e-3,
+        "llm_eval.sources": ["x1", "x2", "x4"],          # the in-domain views too (the default scores x4 only)
     })
     return d
 
@@ -36,7 +38,8 @@ def metrics(repo) -> dict:
 def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
     out = sh(repo, "dvc", "repro", "avazu_evaluate_x4")
     stages = ran(out)
-    assert set(LLM_STAGES + ["avazu_llm_init", "avazu_train_baseline", "avazu_vocab"]) <= set(stages)
+    assert set(LLM_STAGES + ["avazu_llm_init", "avazu_train_baseline", "avazu_vocab", "avazu_align",
+                             "avazu_leakage"]) <= set(stages)
     assert not [s for s in stages if "compare" in s or s.startswith(("amazon", "tenrec"))], stages
     ev = metrics(repo)
     assert ev["synthetic"] is True and ev["split"] == "test" and "protocol" in ev and "dataset" in ev
@@ -46,13 +49,20 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
         for name in ("baseline", "llm_phase1", "llm_phase2"):
             assert 0.0 < m[name]["auc"] < 1.0 and m[name]["logloss"] > 0 and "gap_to_oracle_auc" in m[name]
     assert ev["vocab_overlap_x4_test"]["occurrence_all_fields"] is not None
-    assert set(ev["headline"]["x4_test_auc"]) == {"baseline", "llm_phase1", "llm_phase2", "oracle"}
+    assert set(ev["headline"]["x4_test_auc"]) == {"baseline", "llm_phase1", "llm_phase2", "llm_phase1_seed",
+                                                  "llm_phase2_seed", "oracle"}
+    assert ev["leakage_protocol"] == {"llm_phase1": "leak_free", "llm_phase2": "leak_free",
+                                      "llm_phase1_seed": "seed_leaky", "llm_phase2_seed": "seed_leaky"}
+    dropped = ev["rows_excluded"]["llm_phase1"]
+    assert all(v["train"] > 0 for v in dropped.values()), dropped          # aligned x1 / x2 do leak x4's rows
+    assert not any(ev["rows_excluded"]["llm_phase1_seed"][s]["train"] for s in dropped)
     assert "| x4/test |" in (repo / "reports/avazu/evaluation.md").read_text()
     # what the phases saved: the trainable parts only
     p1 = torch.load(repo / "models/avazu/llm_phase1/model.pt", weights_only=True)
     p2 = torch.load(repo / "models/avazu/llm_phase2/model.pt", weights_only=True)
-    assert p1 and all(k.startswith("projector.") for k in p1)
-    assert {k.split(".")[0] for k in p2} == {"projector", "encoder"}
+    assert {k.split(".")[0] for k in p1} == {"projector", "readout"}      # the affine readout's scalars too
+    assert {k.split(".")[0] for k in p2} == {"projector", "encoder", "readout"}
+    assert {k for k in p1 if k.startswith("readout.")} == {"readout.log_scale", "readout.bias", "readout.center"}
     assert not (repo / "models/.ckpt").exists() or not any((repo / "models/.ckpt").iterdir())
     for phase in (1, 2):
         r = json.loads((repo / f"reports/avazu/llm_phase{phase}.json").read_text())
@@ -66,7 +76,7 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
     out = sh(repo, "dvc", "exp", "run", "-S", "llm_ctr.prompt_cache=false", "avazu_evaluate_x4")
-    assert ran(out) == LLM_STAGES                          # llm_init and the baseline are untouched
+    assert sorted(ran(out)) == sorted(LLM_STAGES)          # llm_init and the baseline are untouched
     ev2 = metrics(repo)
     assert ev2["llm"]["prompt_cache"] is False
     for split, m in ev["metrics"].items():

@@ -1,5 +1,6 @@
 """LLM-CTR model: tiny Qwen3 round trip, prompt-cache equivalence, the loss identity, what is trained and
-what is saved, resume across train sources. Everything on a tiny random Qwen3 built in a temp folder."""
+what is saved (with a gated and with a GEN baseline), loading a baseline by its encoder, resume across train
+sources. Everything on a tiny random Qwen3 built in a temp folder."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.data import TensorData
+from pipeline.core.errors import ConfigError
 from pipeline.core.train import LoopConfig
 from pipeline.ctr import llm as L
 from pipeline.ctr import llm_init as li
 from pipeline.ctr.llm_train import SourceData, fit_sources
 from pipeline.ctr.task import CtrTask, ctr_metrics, predict_proba as predict
-from pipeline.ctr.models import build_model
+from pipeline.ctr.layers import FieldGate, GenEncoder
+from pipeline.ctr.models import build_model, model_config
 
 PROMPT = "Predict whether the user will click on this mobile ad. Answer 1 for a click and 0 for no click."
 TINY = dict(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
@@ -28,9 +31,9 @@ def make_llm(dest: Path, seed: int = 3, prompt: str = PROMPT) -> dict:
     return li.build_tiny(dest, prompt=prompt, answer_tokens=["0", "1"], seed=seed, **TINY)
 
 
-def make_baseline(seed: int = 0, vocab=VOCAB, fields=FIELDS) -> L.Baseline:
+def make_baseline(seed: int = 0, vocab=VOCAB, fields=FIELDS, encoder="gated") -> L.Baseline:
     torch.manual_seed(seed)
-    m = build_model("deepfm", [vocab] * fields, embedding_dim=DIM, hidden_units=[8], encoder="gated")
+    m = build_model("deepfm", [vocab] * fields, embedding_dim=DIM, hidden_units=[8], encoder=encoder)
     with torch.no_grad():                     # trained-looking embeddings (the baseline's init is 1e-4)
         for t in m.embedding.tables:
             t.weight[1:].normal_(0, 0.3)
@@ -199,13 +202,18 @@ def _changed(before, mod):
     return {k for k, v in mod.state_dict().items() if not torch.equal(before[k], v)}
 
 
+@pytest.mark.parametrize("encoder", ["gated", "gen"])
 @pytest.mark.parametrize("phase", [1, 2])
-def test_phase_trains_only_its_parts_and_saves_only_them(bundle, tmp_path, phase):
-    base = make_baseline()
+def test_phase_trains_only_its_parts_and_saves_only_them(bundle, tmp_path, phase, encoder):
+    base = make_baseline(encoder=encoder)
     m = model(bundle, baseline=base, train_encoder=(phase == 2))
+    assert isinstance(m.field_encoder, {"gated": FieldGate, "gen": GenEncoder}[encoder])
+    assert m.field_encoder is not base.encoder                     # each LLM-CTR model tunes its own copy
     keys = set(m.state_dict())
     assert all(k.startswith("projector.") for k in keys if not k.startswith("encoder."))
     assert any(k.startswith("encoder.") for k in keys) == (phase == 2)
+    if phase == 2:
+        assert {k for k in keys if k.startswith("encoder.")} == {f"encoder.{k}" for k in base.encoder.state_dict()}
     assert {id(p) for p in m.parameters()} == {id(p) for p in m.trainable_parameters()}
     llm_before, emb_before = _snapshot(bundle.llm), _snapshot(base.embedding)
     enc_before, proj_before = _snapshot(m.field_encoder), _snapshot(m.projector)
@@ -225,6 +233,51 @@ def test_phase_trains_only_its_parts_and_saves_only_them(bundle, tmp_path, phase
     n_saved = sum(v.numel() for v in m.state_dict().values())
     assert n_saved == sum(p.numel() for p in m.trainable_parameters()) and not any("llm" in k for k in keys)
     assert n_saved < n_llm + sum(p.numel() for p in base.embedding.parameters())
+
+
+@pytest.mark.parametrize("encoder", ["gated", "gen"])
+def test_soft_tokens_read_the_baseline_encoder_output_per_field(bundle, encoder):
+    base = make_baseline(encoder=encoder)
+    m = model(bundle, baseline=base)
+    x = make_data(7, seed=6).x
+    with torch.no_grad():
+        enc = base.encoder(base.embedding(x.long()))
+        assert enc.shape == (7, FIELDS, DIM)
+        torch.testing.assert_close(m.soft_tokens(x), m.projector(enc), atol=0, rtol=0)
+    if encoder == "gen":                                        # split_state hands GEN's parts back too
+        m2 = model(bundle, baseline=base, train_encoder=True)
+        proj, enc_state = L.split_state(m2.state_dict())
+        assert set(enc_state) == {"proj.weight", "scale"} and proj.keys() == m2.projector.state_dict().keys()
+
+
+def _write_baseline(root: Path, encoder: str, name: str = "deepfm") -> Path:
+    torch.manual_seed(0)
+    kw = dict(encoder=encoder) if name == "deepfm" else {}
+    m = build_model(name, [VOCAB] * FIELDS, embedding_dim=DIM, hidden_units=[8], **kw)
+    root.mkdir(parents=True)
+    torch.save(m.state_dict(), root / "model.pt")
+    features = [f"f{i}" for i in range(FIELDS)]
+    (root / "config.json").write_text(json.dumps({"model": model_config(m), "features": features,
+                                                  "train_sources": ["x4"]}))
+    return root
+
+
+@pytest.mark.parametrize("encoder", ["gated", "gen"])
+def test_load_baseline_accepts_a_gated_or_gen_baseline(tmp_path, encoder):
+    d = _write_baseline(tmp_path / "b", encoder)
+    base = L.load_baseline(d, [f"f{i}" for i in range(FIELDS)], [VOCAB] * FIELDS)
+    assert base.config["encoder"] == encoder and base.train_sources == ["x4"]
+    assert isinstance(base.encoder, {"gated": FieldGate, "gen": GenEncoder}[encoder])
+    saved = torch.load(d / "model.pt", weights_only=True)
+    assert all(torch.equal(v, base.model.state_dict()[k]) for k, v in saved.items())
+
+
+@pytest.mark.parametrize("encoder, name", [("none", "deepfm"), (None, "dnn")])
+def test_load_baseline_refuses_a_baseline_without_an_encoder(tmp_path, encoder, name):
+    d = _write_baseline(tmp_path / "b", encoder, name)
+    with pytest.raises(ConfigError, match=r"^ctr\.model / ctr\.deepfm\.encoder: .*gated or gen\)$") as e:
+        L.load_baseline(d, [f"f{i}" for i in range(FIELDS)], [VOCAB] * FIELDS)
+    assert "\n" not in str(e.value)
 
 
 def test_training_learns_a_planted_rule(bundle, tmp_path):
@@ -262,3 +315,54 @@ def test_resume_across_sources_matches_an_uninterrupted_run(bundle, tmp_path):
     assert r["curve"] == r_ref["curve"]
     data = make_data(40, seed=35)
     assert abs(float(predict(m, data, 16).sum()) - float(predict(ref, data, 16).sum())) < 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ readout
+
+
+def test_seed_readout_is_the_answer_margin_and_saves_nothing(bundle):
+    m = model(bundle)
+    x = make_data(9, seed=41).x
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m.margin(x), atol=0, rtol=0)
+    assert m.readout.kind == "seed" and not m.readout.state_dict() and not list(m.readout.parameters())
+    with pytest.raises(ConfigError, match=r"^llm_ctr\.readout: 'platt' is not one of \['affine', 'seed'\]$"):
+        L.AnswerReadout("platt")
+
+
+def test_affine_readout_starts_at_the_click_rate_with_unit_variance_and_keeps_the_ranking(bundle):
+    m = L.build_llm_ctr(make_baseline(), bundle, projector_hidden=16, train_encoder=False, prompt_cache=True,
+                        readout="affine", seed=1)
+    x = make_data(300, seed=42).x
+    with torch.no_grad():
+        d = m.margin(x)
+        m.init_readout(x, click_rate=0.2, batch=64)                 # batched margins: same statistics
+        z = m(x)
+    rate_logit = torch.log(torch.tensor(0.2 / 0.8))
+    torch.testing.assert_close(z, (d - d.mean()) / d.std() + rate_logit, atol=1e-4, rtol=0)
+    assert abs(float(z.mean()) - float(rate_logit)) < 1e-4 and abs(float(z.std()) - 1) < 1e-4
+    assert torch.equal(torch.argsort(z), torch.argsort(d))           # a positive scale: the LLM's ranking
+    assert set(m.state_dict()) >= {"readout.log_scale", "readout.bias", "readout.center"}
+    assert {id(p) for p in m.readout.parameters()} <= {id(p) for p in m.trainable_parameters()}
+    again = L.build_llm_ctr(make_baseline(), bundle, projector_hidden=16, train_encoder=True, prompt_cache=True,
+                            readout="affine", projector_state=L.split_state(m.state_dict())[0],
+                            readout_state=L.part_state(m.state_dict(), "readout"), seed=7)
+    with torch.no_grad():                                            # phase 2 / evaluation rebuild it exactly
+        torch.testing.assert_close(again(x), z, atol=1e-6, rtol=0)
+
+
+def test_a_phase_trained_with_another_readout_is_refused(tmp_path):
+    from pipeline.core.errors import DataError
+    from pipeline.ctr.llm_train import LlmPaths, load_phase
+
+    d = tmp_path / "p1"
+    d.mkdir()
+    torch.save({}, d / "model.pt")
+    features = [f"f{i}" for i in range(FIELDS)]
+    (d / "config.json").write_text(json.dumps({"prompt": PROMPT, "answer_tokens": ["0", "1"], "features": features,
+                                               "projector_hidden": 16, "readout": "seed"}))
+    paths = LlmPaths(tmp_path, tmp_path, tmp_path, tmp_path, {1: d})
+    kw = dict(prompt=PROMPT, answer_tokens=["0", "1"], features=features, projector_hidden=16)
+    assert load_phase(paths, 1, readout="seed", **kw)[1]["readout"] == "seed"
+    with pytest.raises(DataError, match="trained with readout='seed', params say 'affine'"):
+        load_phase(paths, 1, readout="affine", **kw)

@@ -1,5 +1,5 @@
 """The CTR model zoo (pipeline.ctr.models, pipeline.ctr.layers): shapes, gradient flow, the interaction
-layers against explicit formulas, the gated encoder, the registry/config round trip, the embedding/net
+layers against explicit formulas, the gated and GEN encoders, the registry/config round trip, the embedding/net
 parameter split, the ``ctr`` params section (CtrParams) and the extension point (a model registered here,
 in the test, is buildable and valid in params without touching any other file)."""
 
@@ -21,7 +21,8 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.params import from_mapping, load_stage
 from pipeline.ctr import models
 from pipeline.ctr.layers import (
-    MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, InnerProductInteraction, fm_second_order,
+    MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, GenEncoder, InnerProductInteraction,
+    fm_second_order, gen_fm_second_order,
 )
 from pipeline.ctr.models import (
     MODELS, CtrParams, CTRModel, ModelOptions, build_ctr_model, build_model, model_config, register,
@@ -44,6 +45,7 @@ CASES = {
     "pnn": ("pnn", {}),
     "deepfm": ("deepfm", {}),
     "deepfm-gated": ("deepfm", dict(encoder="gated")),
+    "deepfm-gen": ("deepfm", dict(encoder="gen")),
     "dcn": ("dcn", dict(num_cross_layers=2)),
     "dcn-crossnet-only": ("dcn", dict(hidden_units=[])),
     "dlrm-dot": ("dlrm", dict(interaction_op="dot")),
@@ -243,6 +245,94 @@ def test_field_gate():
     assert make("deepfm").encoder is None
 
 
+def test_gated_deepfm_is_the_formula_it_always_was():
+    """encoder="gated" (the default baseline before GEN) keeps its numbers: the same ops as before GEN was added,
+    bit for bit (gate the embeddings, then LR + FM + MLP all on the gated embeddings)."""
+    model = make("deepfm-gated").eval()
+    with torch.no_grad():
+        for t in model.embedding_tables():
+            t.weight[1:].normal_(0, 0.3)
+        x = batch()
+        gated = model.encoder(model.embedding(x))
+        lr = model.first_order(x).sum((1, 2)) + model.lr_bias
+        expected = lr + fm_second_order(gated) + model.mlp(gated.flatten(1)).squeeze(-1)
+        assert torch.equal(model(x), expected)
+    assert isinstance(model.encoder, FieldGate) and set(model.encoder.state_dict()) == {"proj.weight", "proj.bias"}
+
+
+def test_gen_encoder_formula_no_bias_and_init():
+    torch.manual_seed(8)
+    gen = GenEncoder(F, D)
+    assert gen.proj.bias is None and set(gen.state_dict()) == {"proj.weight", "scale"}
+    assert gen.proj.weight.shape == (F * D, F * D) and gen.scale.shape == (1,) and gen.scale.item() == 1.0
+    assert gen.scale.requires_grad                                     # the scale is learnable
+    e = torch.randn(B, F, D)
+    out = gen(e)
+    assert out.shape == (B, F, D)
+    with torch.no_grad():
+        gen.scale.fill_(0.5)
+    by_hand = (torch.relu(e.reshape(B, F * D) @ gen.proj.weight.T) * 0.5).reshape(B, F, D)
+    assert torch.allclose(gen(e), by_hand, atol=1e-6)
+    assert torch.equal(gen(torch.zeros(B, F, D)), torch.zeros(B, F, D))   # no bias: zero in, zero out
+    # Xavier-normal W (std 1/sqrt(F*D) for the square matrix): an untrained GEN keeps the embeddings'
+    # scale, RMS ~ RMS(E)/sqrt(2) after the ReLU
+    torch.manual_seed(9)
+    wide = GenEncoder(12, 16)
+    assert abs(wide.proj.weight.std().item() * (12 * 16) ** 0.5 - 1.0) < 0.05
+    small = torch.randn(256, 12, 16) * 1e-4
+    ratio = wide(small).pow(2).mean().sqrt() / small.pow(2).mean().sqrt()
+    assert abs(ratio.item() - 2 ** -0.5) < 0.05
+    # the model-wide reset leaves W Xavier-normal and the scale at 1
+    model = make("deepfm-gen")
+    assert isinstance(model.encoder, GenEncoder) and model.encoder.scale.item() == 1.0
+
+
+def test_gen_mixes_every_field():
+    """Output field 0 depends on input field 3 (and every output on every input): W is a full matrix."""
+    torch.manual_seed(10)
+    gen = GenEncoder(F, D)
+    e = torch.rand(B, F, D).add_(0.1).requires_grad_(True)
+    gen(e)[:, 0].sum().backward()
+    assert e.grad[:, 3].abs().sum() > 0 and all(e.grad[:, f].abs().sum() > 0 for f in range(F))
+    for out_field in range(F):                                    # [out field, in field] blocks all non-zero
+        grad, = torch.autograd.grad(gen(e)[:, out_field].sum(), e)
+        assert torch.all(grad.abs().sum(dim=(0, 2)) > 0), out_field
+
+
+def test_gen_fm_term_is_the_ordered_cross_pairs():
+    torch.manual_seed(11)
+    g, e = torch.randn(6, 5, 3), torch.randn(6, 5, 3)
+    ordered = torch.zeros(6)
+    for i, j in itertools.combinations(range(5), 2):
+        ordered += (g[:, i] * e[:, j]).sum(-1)                    # <g_i, e_j>, i < j
+    assert torch.allclose(gen_fm_second_order(g, e), ordered, atol=1e-5)
+    symmetric = 0.5 * ((g.sum(1) * e.sum(1)).sum(-1) - (g * e).sum((1, 2)))
+    assert not torch.allclose(gen_fm_second_order(g, e), symmetric, atol=1e-3)   # not the symmetric form
+    assert torch.allclose(gen_fm_second_order(e, e), fm_second_order(e), atol=1e-5)   # g = e: the plain FM
+    # g of the last field and e of the first field have no partner
+    g2, e2 = g.clone(), e.clone()
+    g2[:, -1] += 5.0
+    e2[:, 0] += 5.0
+    assert torch.allclose(gen_fm_second_order(g2, e2), gen_fm_second_order(g, e), atol=1e-5)
+    with pytest.raises(ValueError):
+        gen_fm_second_order(g, e[:, :4])
+
+
+def test_deepfm_gen_logit_is_lr_plus_gen_fm_plus_dnn_on_raw_embeddings():
+    model = make("deepfm-gen").eval()
+    with torch.no_grad():
+        for t in model.embedding_tables():
+            t.weight[1:].normal_(0, 0.3)
+        x = batch()
+        emb = model.embedding(x)
+        lr = model.first_order(x).sum((1, 2)) + model.lr_bias
+        deep = model.mlp(emb.flatten(1)).squeeze(-1)                # the MLP reads the RAW embeddings
+        expected = lr + gen_fm_second_order(model.encoder(emb), emb) + deep
+        assert torch.allclose(model(x), expected, atol=1e-6)
+        model.encoder.scale.zero_()                                # GEN off: only the FM term goes
+        assert torch.allclose(model(x), lr + deep, atol=1e-6)
+
+
 def test_mlp_block_structure():
     mlp = MLP(6, [5, 4], dropout=0.2, batch_norm=True, output_dim=1)
     kinds = [type(m).__name__ for m in mlp.mlp]
@@ -382,19 +472,28 @@ def test_every_registered_name_builds_from_params_and_round_trips(name):
 def test_ctr_params_parse_the_params_yaml_section():
     ctr = parse(ctr_section())
     assert (ctr.model, ctr.embedding_dim, ctr.hidden_units, ctr.batch_norm) == ("deepfm", 16, [400, 400, 400], False)
-    assert ctr.deepfm == MODELS["deepfm"].Options(encoder="gated") and ctr.options is ctr.deepfm
+    assert ctr.deepfm == MODELS["deepfm"].Options(encoder="gen") and ctr.options is ctr.deepfm
     assert ctr.dcnv2.structure == "parallel" and ctr.dlrm.interaction == "dot" and ctr.dcn.num_cross_layers == 3
     assert ctr.model_kwargs() == {"embedding_dim": 16, "hidden_units": [400, 400, 400], "dropout": ctr.dropout,
-                                  "batch_norm": False, "encoder": "gated"}
+                                  "batch_norm": False, "encoder": "gen"}
     # each model gets its own options only, mapped onto its constructor arguments
     assert ctr.with_model("dcnv2").model_kwargs()["model_structure"] == "parallel"
     assert ctr.with_model("dlrm").model_kwargs()["interaction_op"] == "dot"
     assert "encoder" not in ctr.with_model("dnn").model_kwargs() and ctr.with_model("dnn").options is None
-    assert ctr.with_model("deepfm", encoder="none").deepfm.encoder == "none" and ctr.deepfm.encoder == "gated"
+    assert ctr.with_model("deepfm", encoder="none").deepfm.encoder == "none" and ctr.deepfm.encoder == "gen"
+    gen = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "deepfm": {"encoder": "gen"}})
+    assert gen.deepfm == MODELS["deepfm"].Options(encoder="gen") and gen.model_kwargs()["encoder"] == "gen"
+    torch.manual_seed(0)
+    m = build_ctr_model(gen, VOCAB)
+    cfg = json.loads(json.dumps(model_config(m)))
+    assert cfg["encoder"] == "gen" and isinstance(m.encoder, GenEncoder)
+    rebuilt = build_model(**cfg)
+    rebuilt.load_state_dict(m.state_dict())
+    assert model_config(rebuilt) == cfg and torch.equal(m.eval()(batch()), rebuilt.eval()(batch()))
     # the same object through the stage machinery, whole or by dotted sub-key
     assert load_stage(PARAMS_YAML, ("ctr",), (CtrParams,)).ctr == ctr
     view = load_stage(PARAMS_YAML, ("ctr.model", "ctr.deepfm.encoder"), (CtrParams,))
-    assert (view.ctr.model, view.ctr.deepfm.encoder) == ("deepfm", "gated")
+    assert (view.ctr.model, view.ctr.deepfm.encoder) == ("deepfm", "gen")
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -503,5 +602,6 @@ def test_a_config_json_written_before_the_split_still_loads():
            "batch_norm": False, "encoder": "gated"}
     model = build_model(**old)
     assert type(model).__name__ == "DeepFM" and model.encoder is not None and model_config(model) == old
-    ctr = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "dropout": 0.1, "batch_norm": False})
+    ctr = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "dropout": 0.1, "batch_norm": False,
+                 "deepfm": {"encoder": "gated"}})
     assert model_config(build_ctr_model(ctr, VOCAB)) == old

@@ -245,3 +245,11 @@ def test_adam_clips_grad_norm():
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="optim.name: 'sgd'"):
         make("sgd")
+
+
+@pytest.mark.parametrize("epochs, steps", [(1, [3, 4]), (2, [3, 6, 8])])
+def test_steps_after_the_last_periodic_validation_are_validated(tmp_path, epochs, steps):
+    m, r = make()
+    t = trainer(m, r, tmp_path, epochs=epochs, patience=10, eval_every_steps=3)
+    s = t.fit(tiny_data(256), tiny_data(64, 1))                     # 4 steps an epoch at batch 64
+    assert s.finished and [h["step"] for h in s.history] == steps   # the last step always counts

@@ -62,6 +62,12 @@ class TensorData:
         return cls(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(o) if o is not None else None,
                    name=name)
 
+    def select(self, keep) -> "TensorData":
+        """The rows where boolean ``keep`` is True, in order."""
+        idx = torch.from_numpy(np.flatnonzero(np.asarray(keep, dtype=bool)))
+        return TensorData(self.x.index_select(0, idx).contiguous(), self.y.index_select(0, idx),
+                          None if self.oracle is None else self.oracle.index_select(0, idx), name=self.name)
+
     def permutation(self, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
         if not shuffle:
             return torch.arange(len(self))

@@ -249,10 +249,19 @@ class ParamsView:
 
 
 def expand(keys, item=None) -> list[str]:
-    """Substitute ``${item}`` / ``${key}`` (dvc.yaml foreach over a list / a mapping) in declared keys."""
+    """Substitute dvc.yaml foreach templates in declared keys: ``${item}`` / ``${key}`` by ``item`` (a
+    scalar), ``${item.<name>}`` by ``item[<name>]`` (``item`` a mapping)."""
     if item is None:
         return list(keys)
-    return [k.replace("${item}", str(item)).replace("${key}", str(item)) for k in keys]
+    out = []
+    for k in keys:
+        if isinstance(item, dict):
+            for name, v in item.items():
+                k = k.replace("${item.%s}" % name, str(v))
+        else:
+            k = k.replace("${item}", str(item)).replace("${key}", str(item))
+        out.append(k)
+    return out
 
 
 def _schema(sections) -> dict[str, type]:

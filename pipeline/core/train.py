@@ -6,7 +6,8 @@ What it does:
   + ``net_regularizer``/2 · Σ‖W‖² over every other parameter;
 * one optimizer step per batch through a step rule (``rule.step(x, closure)``; the shared ones are in
   :mod:`pipeline.core.optim`, a branch may add its own);
-* evaluation every epoch or every ``eval_every_steps``; the monitored figure is the task's ``monitor`` key;
+* evaluation every epoch or every ``eval_every_steps`` (and after the last step, so no step is wasted);
+  the monitored figure is the task's ``monitor`` key;
 * on an improving evaluation the best checkpoint is saved; on every non-improving one the learning rates are
   multiplied by ``lr_decay`` (floor ``min_lr``) and after ``patience`` of them in a row training stops;
   the best checkpoint is reloaded before the final evaluation;
@@ -290,8 +291,8 @@ class Trainer:
             epoch_loss = s.running_loss / max(s.running_rows, 1)
             s.epoch += 1
             s.step_in_epoch, s.running_loss, s.running_rows = 0, 0.0, 0
-            if not cfg.eval_every_steps:
-                self._on_eval(valid, epoch_loss)
+            if not cfg.eval_every_steps or (s.epoch == cfg.epochs and s.global_step % cfg.eval_every_steps):
+                self._on_eval(valid, epoch_loss)     # every epoch; with eval_every_steps, the last steps too
         s.finished = True
         if self.best_path.is_file():
             if self.world > 1:

@@ -1,7 +1,9 @@
 """Getting the Avazu sources: the embedded synthetic world, reczoo's Hugging Face zips, or a local folder.
 
-All three produce the same thing: ``<dest>/<source>/<split>.csv`` in reczoo's published layout (plus
-``<split>.oracle.csv`` sidecars for the synthetic world) and a manifest with row-free facts (md5s, origin).
+All three produce the same thing: ``<dest>/<source>/<split>.csv`` in reczoo's published layout (plus, for
+the synthetic world only, ``<split>.oracle.csv`` sidecars and ``x1``/``x2`` ``alignment_truth.parquet``,
+see ``pipeline.ctr.synthetic``) and a manifest with row-free facts (md5s of the split CSVs, origin).
+A ``local`` or ``hf`` source brings only the split CSVs: no sidecar is ever needed.
 """
 
 from __future__ import annotations

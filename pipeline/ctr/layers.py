@@ -14,11 +14,15 @@ One implementation each, used by every model:
 * :class:`InnerProductInteraction` -- the F(F-1)/2 pairwise inner products <e_i, e_j>, i < j, in
   row-major upper-triangular order (``InnerProductInteraction(output="inner_product")``).
 * :class:`CrossNet` (DCN), :class:`CrossNetV2` and :class:`CrossNetMix` (DCNv2).
-* :class:`FieldGate` -- the field-wise gated embedding encoder ("GEN"), used by DeepFM(encoder="gated").
+* :class:`FieldGate` -- a field-wise gated embedding encoder, used by DeepFM(encoder="gated") (this
+  project's encoder; not the seed's).
+* :class:`GenEncoder` -- the LLM-CTR seed's "GEN" feature encoder ``ReLU(W vec(E)) * scale`` with a full,
+  bias-free ``(F*D) x (F*D)`` mixing matrix, used by DeepFM(encoder="gen"), and
+  :func:`gen_fm_second_order`, the seed's FM term between GEN outputs and raw embeddings.
 
 Network initialisation (:func:`reset_net`) follows FuxiCTR's ``BaseModel.reset_parameters``: every
 ``nn.Linear`` gets Xavier-normal weights and zero bias, then modules with an ``init_weights()`` hook apply
-their own (here only :class:`FieldGate`). CrossNetMix's U/V/C tensors are Xavier-normal on the same 3-d
+their own (here :class:`FieldGate` and :class:`GenEncoder`). CrossNetMix's U/V/C tensors are Xavier-normal on the same 3-d
 shapes as FuxiCTR.
 
 Deviations from FuxiCTR, and why:
@@ -40,7 +44,7 @@ from torch import nn
 
 __all__ = [
     "EMBEDDING_INIT_STD", "FeatureEmbedding", "MLP", "FieldGate", "InnerProductInteraction", "CrossNet",
-    "CrossNetV2", "CrossNetMix", "fm_second_order", "reset_net",
+    "CrossNetV2", "CrossNetMix", "GenEncoder", "fm_second_order", "gen_fm_second_order", "reset_net",
 ]
 
 EMBEDDING_INIT_STD = 1e-4          # FuxiCTR: partial(nn.init.normal_, std=1e-4)
@@ -220,7 +224,8 @@ class CrossNetMix(nn.Module):
 
 
 class FieldGate(nn.Module):
-    """Field-wise gated embedding encoder (GEN of the LLM-CTR seed): ``E[B, F, D] -> E * g[..., None]``
+    """Field-wise gated embedding encoder (this project's, not the seed's GEN -- that is
+    :class:`GenEncoder`): ``E[B, F, D] -> E * g[..., None]``
     with one gate per field computed from all embeddings, ``g = sigmoid(W flatten(E) + b)``,
     ``W: F*D -> F``.
 
@@ -247,6 +252,70 @@ class FieldGate(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return emb * self.gate(emb).unsqueeze(-1)
+
+
+class GenEncoder(nn.Module):
+    """The LLM-CTR seed's "GEN" feature encoder (the seed's formulas; our code):
+
+    ``GEN(E) = reshape(ReLU(W · vec(E)) · scale, [B, F, D])`` for ``E[B, F, D]``, ``vec(E)`` the row-major
+    flattening ``[e_0; e_1; ...; e_{F-1}]`` and ``W`` of shape ``(F·D) × (F·D)`` **without bias**: every
+    output field ``g_i`` is a function of every input field (a zero row of embeddings maps to zero).
+
+    * ``scale`` is a **learnable** scalar (one ``nn.Parameter`` of shape ``[1]``, a net parameter, so the
+      training loop's ``net_regularizer`` and learning rate apply to it), initialised at ``init_scale``
+      (1.0, the seed's). Learnable because the ReLU output's overall magnitude is otherwise tied to W's
+      norm, which the L2 net regulariser pulls down; one free scalar lets the FM term keep its size.
+    * ``W`` is Xavier-normal (the model-wide ``nn.Linear`` init, :func:`reset_net`, re-applied by
+      :meth:`init_weights`): for a square ``(F·D) × (F·D)`` matrix that is ``std = 1/sqrt(F·D)``, so each
+      pre-activation ``(W vec(E))_k`` has the variance of one embedding entry (``F·D · σ_e² / (F·D)``), and
+      after the ReLU the second moment halves: an untrained GEN's output has RMS ``≈ σ_e/√2`` (≈ 0.71 of
+      the embeddings' RMS at ``scale = 1``) -- the embeddings' scale, neither blown up nor vanishing. It is
+      not an identity map (no field is copied through; every output mixes all fields from the start), which
+      is the seed's design.
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, init_scale: float = 1.0):
+        super().__init__()
+        self.num_fields, self.embedding_dim = int(num_fields), int(embedding_dim)
+        self.init_scale = float(init_scale)
+        width = self.num_fields * self.embedding_dim
+        self.proj = nn.Linear(width, width, bias=False)
+        self.scale = nn.Parameter(torch.full((1,), self.init_scale))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.xavier_normal_(self.proj.weight)
+        with torch.no_grad():
+            self.scale.fill_(self.init_scale)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        b = emb.shape[0]
+        g = torch.relu(self.proj(emb.reshape(b, self.num_fields * self.embedding_dim))) * self.scale
+        return g.view(b, self.num_fields, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"fields={self.num_fields}, dim={self.embedding_dim}, bias=False, init_scale={self.init_scale}"
+
+
+def gen_fm_second_order(gen: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """The seed's FM term of the GEN-DeepFM: ``sum_{i<j} <g_i, e_j>`` -> ``[B]``, for the GEN outputs
+    ``gen[B, F, D]`` and the raw embeddings ``emb[B, F, D]``.
+
+    Exactly this ordered pairing: for every pair of fields i < j (field order = the model's input order),
+    the GEN output of the *earlier* field with the raw embedding of the *later* one. It is computed as
+    ``sum_i <g_i, s_i>`` with the exclusive suffix sums ``s_i = sum_{j>i} e_j`` (O(F·D), no F×F matrix).
+    It is *not* the symmetric cross form ``0.5·(<Σ_i g_i, Σ_j e_j> − Σ_i <g_i, e_i>)`` (which would add
+    ``<g_j, e_i>`` for i < j too); with ``gen == emb`` both reduce to the plain FM term
+    :func:`fm_second_order`. Consequences of the ordered form: ``g_{F-1}`` and ``e_0`` have no partner, so
+    the last GEN output field and the first raw embedding never enter this term directly (``e_0`` still
+    reaches it through every ``g_i``), and the term depends on the field order, which the baseline's
+    ``config.json`` fixes (``features``).
+    """
+    if gen.shape != emb.shape or gen.dim() != 3:
+        raise ValueError(f"expected two [B, F, D] tensors of one shape, got {tuple(gen.shape)} and {tuple(emb.shape)}")
+    suffix = emb.flip(1).cumsum(1).flip(1)                                # sum_{j>=i} e_j
+    after = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], dim=1)   # sum_{j>i} e_j
+    return (gen * after).sum(dim=(1, 2))
 
 
 def reset_net(model: nn.Module) -> None:

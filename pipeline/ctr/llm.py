@@ -3,16 +3,30 @@
 ::
 
     ids [B, F] ─► baseline FeatureEmbedding (frozen) ─► E [B, F, D]
-               ─► baseline FieldGate encoder (frozen in phase 1, trained in phase 2) ─► E' [B, F, D]
+               ─► baseline encoder, FieldGate or GEN (frozen in phase 1, trained in phase 2) ─► E' [B, F, D]
                ─► FieldProjector, one MLP per field: Linear(D, P) → GELU → Linear(P, H) → LayerNorm(H)
                ─► soft tokens S [B, F, H]            (H = the LLM's hidden size, read from its config)
     inputs_embeds = [ prompt token embeddings [P_t, H] ; S ]  ─► frozen causal LLM (sdpa, logits_to_keep=1)
                ─► logits of the last position at the two answer tokens (l_no, l_yes), e.g. "0" / "1"
-               ─► p(click) = softmax(l_no, l_yes)[1] = σ(l_yes − l_no)
+               ─► readout: seed   p(click) = softmax(l_no, l_yes)[1] = σ(l_yes − l_no)
+                           affine σ(exp(s) · (l_yes − l_no − c) + b)      (llm_ctr.readout, default affine)
 
-The module returns ``d = l_yes − l_no`` as its logit, so the shared loop's BCE-with-logits on it *is* the
-2-way softmax cross-entropy over the two answer logits (σ(d) = e^{l_yes} / (e^{l_no} + e^{l_yes}));
-``tests/test_llm_model.py`` checks the identity numerically.
+With ``readout: seed`` (the seed's) the module returns ``d = l_yes − l_no`` as its logit, so the shared
+loop's BCE-with-logits on it *is* the 2-way softmax cross-entropy over the two answer logits
+(σ(d) = e^{l_yes} / (e^{l_no} + e^{l_yes})); ``tests/test_llm_model.py`` checks the identity numerically.
+
+**The affine readout** (recdag's, labelled; :class:`AnswerReadout`) adds two trained scalars: a log-scale
+``s`` and a bias ``b`` on the answer margin, the centre ``c`` a fixed buffer. Why: the margin's dynamic
+range is the LLM's, not the task's. On the embedded random Qwen3 it is tiny -- std 0.039 over the rows of
+x1_sample20 at initialisation, and 0.005 after phase 1 with the seed's readout, so every row gets almost
+the same probability: AUC is learnt, logloss stays worse than the constant base-rate predictor's
+(measured; README "LLM-CTR"). A projector behind a frozen LayerNorm-ed LLM cannot widen that range in a
+few hundred Adam steps. The affine readout is initialised from the data before phase 1
+(:meth:`AnswerReadout.init_from`: ``c`` = the margins' mean and ``exp(s)`` = 1/std on the first rows of
+the first train source, ``b`` = logit of that source's click rate), so training starts at the base rate
+with unit-variance logits; ``exp(s)`` keeps the scale positive, so the ranking is the LLM's margin's, only
+calibrated. It is a temperature + bias, the standard post-hoc calibration (Guo et al. 2017, "On
+Calibration of Modern Neural Networks"), trained jointly instead of post hoc.
 
 **Prompt cache.** The LLM is frozen and the prompt fixed, so the prompt's keys/values are the same for every
 row: :class:`LlmCtr` runs the prompt once (no grad), keeps its per-layer KV tensors and its token
@@ -44,10 +58,14 @@ from torch import nn
 
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.ctr.llm_init import LlmBundle, load_bundle  # noqa: F401 - re-exported
-from pipeline.ctr.layers import FeatureEmbedding, FieldGate
+from pipeline.ctr.layers import FeatureEmbedding, FieldGate, GenEncoder
 from pipeline.ctr.models import CTRModel, build_model
 
 log = logging.getLogger(__name__)
+
+FieldEncoder = FieldGate | GenEncoder
+LLM_ENCODERS = ("gated", "gen")     # ctr.deepfm.encoder values whose baseline LLM-CTR can reuse
+READOUTS = ("affine", "seed")        # llm_ctr.readout
 
 
 # ------------------------------------------------------------------------------------------------ projector
@@ -85,6 +103,46 @@ class FieldProjector(nn.Module):
         return f"fields={self.num_fields}, {self.in_dim} -> {self.hidden} -> {self.out_dim}"
 
 
+# ------------------------------------------------------------------------------------------------ readout
+
+
+class AnswerReadout(nn.Module):
+    """The click logit from the answer margin ``d = l_yes − l_no``: ``seed`` returns ``d`` (the seed's
+    2-way softmax), ``affine`` returns ``exp(log_scale) · (d − center) + bias`` (see the module docstring).
+    ``seed`` has no parameters, so its ``state_dict`` is empty and a seed-readout model saves exactly what
+    it did before the option existed."""
+
+    def __init__(self, kind: str = "seed"):
+        super().__init__()
+        if kind not in READOUTS:
+            raise ConfigError(f"llm_ctr.readout: '{kind}' is not one of {list(READOUTS)}")
+        self.kind = kind
+        if kind == "affine":
+            self.log_scale = nn.Parameter(torch.zeros(()))
+            self.bias = nn.Parameter(torch.zeros(()))
+            self.register_buffer("center", torch.zeros(()))
+
+    @torch.no_grad()
+    def init_from(self, margins: torch.Tensor, click_rate: float) -> None:
+        """Centre / scale the margins ``[N]`` to mean 0, std 1 and put the bias at logit(click_rate)."""
+        if self.kind != "affine":
+            return
+        m = margins.detach().float()
+        std = float(m.std()) if m.numel() > 1 else 0.0
+        rate = min(max(float(click_rate), 1e-4), 1 - 1e-4)
+        self.center.fill_(float(m.mean()) if m.numel() else 0.0)
+        self.log_scale.fill_(-math.log(std) if std > 1e-8 else 0.0)
+        self.bias.fill_(math.log(rate / (1 - rate)))
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        if self.kind == "seed":
+            return d
+        return self.log_scale.exp() * (d - self.center) + self.bias
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}"
+
+
 # ------------------------------------------------------------------------------------------------ model
 
 
@@ -103,8 +161,9 @@ class LlmCtr(nn.Module):
     frozen part (phase 1). ``prompt_cache`` switches the KV-cache reuse (same logits either way).
     """
 
-    def __init__(self, embedding: FeatureEmbedding, encoder: FieldGate, projector: FieldProjector, llm,
-                 prompt_ids: list[int], answer_ids: list[int], *, train_encoder: bool, prompt_cache: bool):
+    def __init__(self, embedding: FeatureEmbedding, encoder: FieldEncoder, projector: FieldProjector, llm,
+                 prompt_ids: list[int], answer_ids: list[int], *, train_encoder: bool, prompt_cache: bool,
+                 readout: str = "seed"):
         super().__init__()
         params = list(llm.parameters())
         self.device, self.llm_dtype = params[0].device, params[0].dtype
@@ -113,6 +172,7 @@ class LlmCtr(nn.Module):
         embedding.to(self.device).eval()
         encoder.to(self.device)
         self.projector = projector.to(self.device)
+        self.readout = AnswerReadout(readout).to(self.device)
         self.train_encoder = bool(train_encoder)
         if self.train_encoder:
             self.encoder = encoder
@@ -138,7 +198,7 @@ class LlmCtr(nn.Module):
         return self.frozen.embedding
 
     @property
-    def field_encoder(self) -> FieldGate:
+    def field_encoder(self) -> FieldEncoder:
         return self.encoder if self.train_encoder else self.frozen.encoder
 
     @property
@@ -199,14 +259,30 @@ class LlmCtr(nn.Module):
             out = self.llm(inputs_embeds=seq, use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].index_select(-1, self.answer_ids).float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``l_yes − l_no`` [B]: BCE-with-logits on it equals the 2-way softmax cross-entropy."""
+    def margin(self, x: torch.Tensor) -> torch.Tensor:
+        """``l_yes − l_no`` [B], the answer margin before the readout."""
         two = self.answer_logits(x)
         return two[:, 1] - two[:, 0]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The click logit: the readout of the answer margin (``seed``: the margin itself, so BCE-with-logits
+        on it equals the 2-way softmax cross-entropy over the answer logits)."""
+        return self.readout(self.margin(x))
+
+    @torch.no_grad()
+    def init_readout(self, x: torch.Tensor, click_rate: float, batch: int = 4096) -> None:
+        """Initialise an affine readout from the margins of the rows ``x`` (a no-op for ``seed``)."""
+        if self.readout.kind == "seed":
+            return
+        was = self.training
+        self.eval()
+        d = torch.cat([self.margin(x[i:i + batch]) for i in range(0, len(x), batch)])
+        self.train(was)
+        self.readout.init_from(d.cpu(), click_rate)
+
     def extra_repr(self) -> str:
         return (f"prompt_tokens={self.num_prompt_tokens}, answer_ids={self.answer_ids.tolist()}, "
-                f"train_encoder={self.train_encoder}, prompt_cache={self.prompt_cache}, "
+                f"train_encoder={self.train_encoder}, prompt_cache={self.prompt_cache}, readout={self.readout.kind}, "
                 f"llm={type(self.llm).__name__}({self.llm_dtype})")
 
 
@@ -224,14 +300,16 @@ class Baseline:
         return self.model.embedding
 
     @property
-    def encoder(self) -> FieldGate:
+    def encoder(self) -> FieldEncoder:
+        """The encoder the baseline was trained with (``FieldGate`` for ``gated``, ``GenEncoder`` for ``gen``)."""
         return self.model.encoder
 
 
 def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) -> Baseline:
     """The baseline CTR model written by avazu_train_baseline (``model.pt`` state_dict + ``config.json``),
-    checked against the feature map: same fields in the same order, same vocabulary sizes, a DeepFM with the
-    field-gated encoder. Any mismatch is a DataError naming the file."""
+    checked against the feature map: same fields in the same order, same vocabulary sizes, a DeepFM with an
+    encoder (``gated`` or ``gen``: LLM-CTR freezes / tunes whichever it was trained with). A data mismatch
+    is a DataError naming the file; a baseline without an encoder a ConfigError naming the params."""
     from pipeline.core.io import read_json
 
     model_dir = Path(model_dir)
@@ -254,10 +332,10 @@ def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) 
         raise DataError(cfg_file, f"the baseline checkpoint does not match the vocabulary ({what}; baseline vs "
                         "feature_map.json)", field="vocab_sizes",
                         expected="a baseline trained on this vocabulary: re-run avazu_train_baseline")
-    if cfg.get("name") != "deepfm" or cfg.get("encoder") != "gated":
-        raise ConfigError(f"ctr.model / ctr.deepfm.encoder: LLM-CTR reuses the baseline's field-gated encoder, "
+    if cfg.get("name") != "deepfm" or cfg.get("encoder") not in LLM_ENCODERS:
+        raise ConfigError(f"ctr.model / ctr.deepfm.encoder: LLM-CTR reuses the baseline's field encoder, "
                           f"but {cfg_file} is {cfg.get('name')!r} with encoder {cfg.get('encoder', 'none')!r} "
-                          "(set ctr.model: deepfm, ctr.deepfm.encoder: gated)")
+                          "(set ctr.model: deepfm, ctr.deepfm.encoder: gated or gen)")
     name = cfg.pop("name")
     cfg.pop("vocab_sizes")
     try:
@@ -275,10 +353,11 @@ def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) 
 
 def build_llm_ctr(baseline: Baseline, bundle: LlmBundle, *, projector_hidden: int, train_encoder: bool,
                   prompt_cache: bool, projector_state: dict | None = None, encoder_state: dict | None = None,
-                  seed: int = 0) -> LlmCtr:
+                  readout: str = "seed", readout_state: dict | None = None, seed: int = 0) -> LlmCtr:
     """Assemble the model from a loaded baseline and LLM. The projector starts from ``projector_state`` when
     given (phase 2 from phase 1, evaluation), else from a seeded init; the encoder from ``encoder_state``
-    when given, else from the baseline."""
+    when given, else from the baseline; the readout (``readout``: affine | seed) from ``readout_state`` when
+    given, else neutral (call :meth:`LlmCtr.init_readout` before training)."""
     import copy
 
     emb = baseline.embedding                         # frozen and never written: shared between models
@@ -291,15 +370,21 @@ def build_llm_ctr(baseline: Baseline, bundle: LlmBundle, *, projector_hidden: in
                               out_scale=bundle.embedding_rms())
     if projector_state is not None:
         proj.load_state_dict(projector_state)
-    return LlmCtr(emb, enc, proj, bundle.llm, bundle.prompt_ids, bundle.answer_ids, train_encoder=train_encoder,
-                  prompt_cache=prompt_cache)
+    model = LlmCtr(emb, enc, proj, bundle.llm, bundle.prompt_ids, bundle.answer_ids, train_encoder=train_encoder,
+                   prompt_cache=prompt_cache, readout=readout)
+    if readout_state:
+        model.readout.load_state_dict(readout_state)
+    return model
 
 
 def split_state(state: dict) -> tuple[dict, dict | None]:
     """(projector state, encoder state or None) from an LlmCtr state_dict."""
-    proj = {k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")}
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    return proj, (enc or None)
+    return part_state(state, "projector"), (part_state(state, "encoder") or None)
+
+
+def part_state(state: dict, part: str) -> dict:
+    """The entries of sub-module ``part`` (projector, encoder, readout) of an LlmCtr state_dict."""
+    return {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
 
 
 def dir_fingerprint(path: Path) -> str:

@@ -34,7 +34,9 @@ from pipeline.ctr.task import CtrTask, beside_oracle, ctr_metrics, predict_proba
 log = logging.getLogger(__name__)
 
 PROTOCOL = "pointwise CTR: AUC and logloss over every row of the split"
-MODEL_NAMES = ("baseline", "llm_phase1", "llm_phase2")
+READOUT_INIT_ROWS = 8192     # first rows of the first train source that initialise an affine readout
+MODEL_NAMES = ("baseline", "llm_phase1", "llm_phase2")           # the leak-free protocol's models
+SEED_NAMES = ("llm_phase1_seed", "llm_phase2_seed")             # the same trained under the seed's (leaky) one
 
 
 def loop_config(train: LlmTrainParams, eval_batch_size: int, seed: int) -> LoopConfig:
@@ -53,6 +55,11 @@ class LlmPaths:
     baseline: Path
     llm: Path
     phases: dict                     # {1: Path, 2: Path}
+    leakage: Path | None = None      # avazu_leakage's masks: given = the leak_free protocol (rows dropped)
+
+    @property
+    def protocol(self) -> str:
+        return "leak_free" if self.leakage is not None else "seed_leaky"
 
 
 @dataclass
@@ -60,6 +67,22 @@ class SourceData:
     name: str
     train: TensorData
     valid: TensorData
+    excluded: dict | None = None     # rows dropped as x4 valid / test events (leak_free), per split
+
+
+def drop_leaked(data: TensorData, leakage: Path | None, dataset: str, split: str) -> tuple[TensorData, int]:
+    """``data`` without the rows avazu_leakage marked as x4 valid / test events (``leakage`` None: the
+    seed's protocol, nothing dropped). Returns (data, rows dropped)."""
+    if leakage is None:
+        return data, 0
+    path = Path(leakage) / dataset / f"{split}.npy"
+    if not path.is_file():
+        raise DataError(path, "leakage mask missing", expected=f"{dataset}/{split} written by avazu_leakage")
+    mask = np.load(path)
+    if len(mask) != len(data):
+        raise DataError(path, f"has {len(mask):,} rows, {data.name} has {len(data):,}",
+                        expected="the mask of this encoded split (re-run avazu_leakage)")
+    return data.select(~mask), int(mask.sum())
 
 
 def fit_sources(model: LlmCtr, sources: list[SourceData], *, lr: float, clip_norm: float, loop: LoopConfig,
@@ -104,7 +127,7 @@ def llm_info(llm_dir: Path) -> dict:
 
 
 def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[str], features: list[str],
-               projector_hidden: int, device="cpu") -> tuple[dict, dict]:
+               projector_hidden: int, readout: str, device="cpu") -> tuple[dict, dict]:
     """State dict and config of a finished phase, checked against the current params."""
     d = paths.phases[phase]
     for f in (d / "model.pt", d / "config.json"):
@@ -112,7 +135,7 @@ def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[
             raise DataError(f, f"phase {phase} output missing", expected=f"the output of avazu_llm_phase@{phase}")
     cfg = read_json(d / "config.json")
     for key, now in (("prompt", prompt), ("answer_tokens", list(answer_tokens)), ("features", features),
-                     ("projector_hidden", projector_hidden)):
+                     ("projector_hidden", projector_hidden), ("readout", readout)):
         if cfg.get(key) != now:
             raise DataError(d / "config.json", f"trained with {key}={cfg.get(key)!r}, params say {now!r}",
                             field=key, expected=f"re-run avazu_llm_phase@{phase} (dvc repro)")
@@ -131,6 +154,7 @@ class PhaseRun:
     dtype: torch.dtype
     device: torch.device
     fingerprints: list[str]
+    protocol: str = "seed_leaky"     # leak_free: x4 valid / test events dropped from training and validation
 
     @classmethod
     def build(cls, phase: int, paths: LlmPaths, *, seed: int, llm, llm_ctr: LlmCtrParams,
@@ -141,25 +165,33 @@ class PhaseRun:
         device = resolve_device(llm_ctr.device)
         dtype = resolve_dtype(llm_ctr.dtype, device)
         phase1 = (load_phase(paths, 1, prompt=llm.prompt, answer_tokens=llm.answer_tokens, features=enc.features,
-                             projector_hidden=llm_ctr.projector_hidden)[0] if phase == 2 else None)
+                             projector_hidden=llm_ctr.projector_hidden, readout=llm_ctr.readout)[0]
+                  if phase == 2 else None)
         baseline = L.load_baseline(paths.baseline, enc.features, enc.vocab_sizes)
         bundle = L.load_bundle(paths.llm, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=dtype,
                                device=device)
         fingerprints = [L.dir_fingerprint(paths.baseline), L.dir_fingerprint(paths.llm)]
         seed_everything(derive_seed(seed, f"llm_phase{phase}") % 2**63)
+        sources = []
+        for s in train.sources:
+            (tr, n_tr), (va, n_va) = (drop_leaked(enc.tensors(s, sp), paths.leakage, s, sp) for sp in ("train", "valid"))
+            sources.append(SourceData(s, tr, va, {"train": n_tr, "valid": n_va}))
         if phase == 1:
             model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=False,
-                                    prompt_cache=llm_ctr.prompt_cache, seed=derive_seed(seed, "llm", "projector") % 2**63)
+                                    prompt_cache=llm_ctr.prompt_cache, readout=llm_ctr.readout,
+                                    seed=derive_seed(seed, "llm", "projector") % 2**63)
+            first = sources[0].train                  # the affine readout starts at its rate, unit-variance logits
+            model.init_readout(first.x[:READOUT_INIT_ROWS], float(first.y.float().mean()) if len(first) else 0.5)
         else:
             model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=True,
-                                    prompt_cache=llm_ctr.prompt_cache, projector_state=L.split_state(phase1)[0])
+                                    prompt_cache=llm_ctr.prompt_cache, projector_state=L.split_state(phase1)[0],
+                                    readout=llm_ctr.readout, readout_state=L.part_state(phase1, "readout"))
             fingerprints.append(L.dir_fingerprint(paths.phases[1]))
-        sources = [SourceData(s, enc.tensors(s, "train"), enc.tensors(s, "valid")) for s in train.sources]
         log.info("phase %d: %d trainable parameters (%s), LLM %s in %s on %s, prompt %d tokens, cache %s", phase,
                  sum(q.numel() for q in model.trainable_parameters()),
                  "projector" if phase == 1 else "encoder + projector", type(bundle.llm).__name__, dtype, device,
                  model.num_prompt_tokens, llm_ctr.prompt_cache)
-        return cls(phase, model, bundle, enc, sources, dtype, device, fingerprints)
+        return cls(phase, model, bundle, enc, sources, dtype, device, fingerprints, paths.protocol)
 
     def key_parts(self, seed: int, llm, llm_ctr: LlmCtrParams, train: LlmTrainParams, lr: float, world: int):
         """Everything the run depends on, for its resume folder (prompt_cache aside: same maths)."""
@@ -187,8 +219,10 @@ class PhaseRun:
             "dataset": f"avazu {' then '.join(train.sources)} ({'synthetic' if synthetic else 'real'})",
             "synthetic": synthetic,
             "split": "valid split of each train source (best checkpoint of that source's fit)",
-            "protocol": PROTOCOL, "phase": self.phase,
+            "protocol": PROTOCOL, "leakage_protocol": self.protocol,
+            "rows_excluded": {s.name: s.excluded for s in self.sources}, "phase": self.phase,
             "trains": "projector" if self.phase == 1 else "encoder + projector", "lr": lr,
+            "readout": llm_ctr.readout,
             "train_sources": list(train.sources), "prompt_cache": llm_ctr.prompt_cache,
             "dtype": str(self.dtype).replace("torch.", ""), "device": self.device.type,
             "llm": info.get("source"), "llm_parameters": info.get("num_parameters"),
@@ -196,13 +230,25 @@ class PhaseRun:
             "metrics": result["sources"],
         }
         config = {"phase": self.phase, "train_encoder": self.phase == 2, "features": self.enc.features,
-                  "projector_hidden": llm_ctr.projector_hidden, "hidden_size": self.bundle.hidden_size,
+                  "projector_hidden": llm_ctr.projector_hidden, "readout": llm_ctr.readout,
+                  "readout_state": {k: float(v) for k, v in self.model.readout.state_dict().items()},
+                  "hidden_size": self.bundle.hidden_size,
                   "prompt": llm.prompt, "prompt_tokens": self.model.num_prompt_tokens,
                   "answer_tokens": list(llm.answer_tokens), "answer_ids": self.bundle.answer_ids,
-                  "train_sources": list(train.sources), "baseline_fingerprint": self.fingerprints[0],
+                  "train_sources": list(train.sources), "leakage_protocol": self.protocol,
+                  "rows_excluded": {s.name: s.excluded for s in self.sources},
+                  "baseline_fingerprint": self.fingerprints[0],
                   "llm_fingerprint": self.fingerprints[1]}
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return state, config, report
+
+
+def base_rate_logloss(m: dict) -> float | None:
+    """Logloss of the constant predictor at the split's own click rate (what a CTR model must beat)."""
+    ctr = m.get("ctr")
+    if ctr is None or not 0 < ctr < 1:
+        return None
+    return float(-(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr)))
 
 
 def score(y: np.ndarray, p: np.ndarray) -> dict:
@@ -229,9 +275,11 @@ def evaluate_split(models: dict[str, tuple[object, int]], data: TensorData) -> d
 
 
 def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: list[str],
-                vocab_report: Path | None = None) -> dict:
+                vocab_report: Path | None = None, seed_phases: dict | None = None) -> dict:
     """The baseline and both phases on the test split of every ``eval_sources`` beside the oracle, with the
-    vocabulary overlap of x4/test (from the vocab report) and what each model was trained on."""
+    vocabulary overlap of x4/test (from the vocab report) and what each model was trained on. ``paths.phases``
+    are the leak-free phases; ``seed_phases`` ({1: dir, 2: dir}), when given, the seed-protocol (leaky) ones,
+    scored beside them as ``llm_phase<n>_seed``."""
     enc = EncodedAvazu(paths.vocab, paths.encoded)
     enc.require("llm_eval.sources", eval_sources, ("test",))
     device = resolve_device(llm_ctr.device)
@@ -241,14 +289,20 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
     bundle = L.load_bundle(paths.llm, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=dtype, device=device)
     models = {"baseline": (baseline.model, llm_ctr.eval_batch_size * 4)}
     phase_cfg = {}
-    for phase in (1, 2):
-        state, phase_cfg[phase] = load_phase(paths, phase, prompt=llm.prompt, answer_tokens=llm.answer_tokens,
-                                             features=enc.features, projector_hidden=llm_ctr.projector_hidden)
+    runs = [(n, paths, f"llm_phase{n}") for n in (1, 2)]
+    if seed_phases:
+        runs += [(n, LlmPaths(paths.vocab, paths.encoded, paths.baseline, paths.llm, seed_phases), f"llm_phase{n}_seed")
+                 for n in (1, 2)]
+    for phase, where, name in runs:
+        state, phase_cfg[name] = load_phase(where, phase, prompt=llm.prompt, answer_tokens=llm.answer_tokens,
+                                            features=enc.features, projector_hidden=llm_ctr.projector_hidden,
+                                            readout=llm_ctr.readout)
         proj, encoder = L.split_state(state)
-        models[f"llm_phase{phase}"] = (L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden,
-                                                        train_encoder=False, prompt_cache=llm_ctr.prompt_cache,
-                                                        projector_state=proj, encoder_state=encoder),
-                                       llm_ctr.eval_batch_size)
+        models[name] = (L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden,
+                                        train_encoder=False, prompt_cache=llm_ctr.prompt_cache, projector_state=proj,
+                                        encoder_state=encoder, readout=llm_ctr.readout,
+                                        readout_state=L.part_state(state, "readout")),
+                        llm_ctr.eval_batch_size)
     metrics = {f"{s}/test": evaluate_split(models, enc.tensors(s, "test")) for s in eval_sources}
     synthetic = all("oracle_auc" in m for m in metrics.values())
     overlap = None
@@ -266,18 +320,22 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
         "dataset": f"avazu {', '.join(f'{s}/test' for s in eval_sources)} ({'synthetic' if synthetic else 'real'})",
         "synthetic": synthetic, "split": "test",
         "protocol": "pointwise CTR: AUC and logloss over every row of each test split",
-        "models": list(MODEL_NAMES),
+        "models": list(models),
+        "leakage_protocol": {n: c.get("leakage_protocol", "seed_leaky") for n, c in phase_cfg.items()},
+        "rows_excluded": {n: c.get("rows_excluded") for n, c in phase_cfg.items()},
         "baseline_train_sources": list(baseline.train_sources),
-        "llm_train_sources": list(phase_cfg[2].get("train_sources", [])),
-        "llm": {"source": info.get("source"), "description": desc, "prompt_cache": llm_ctr.prompt_cache},
+        "llm_train_sources": list(phase_cfg["llm_phase2"].get("train_sources", [])),
+        "llm": {"source": info.get("source"), "description": desc, "prompt_cache": llm_ctr.prompt_cache,
+                "readout": llm_ctr.readout},
         "vocab_overlap_x4_test": overlap,
         "metrics": metrics,
     }
     if "x4/test" in metrics:
         m = metrics["x4/test"]
         report["headline"] = {
-            "x4_test_auc": {**{n: m[n]["auc"] for n in MODEL_NAMES}, "oracle": m.get("oracle_auc")},
-            "x4_test_logloss": {**{n: m[n]["logloss"] for n in MODEL_NAMES}, "oracle": m.get("oracle_logloss")},
+            "x4_test_auc": {**{n: m[n]["auc"] for n in models}, "oracle": m.get("oracle_auc")},
+            "x4_test_logloss": {**{n: m[n]["logloss"] for n in models}, "oracle": m.get("oracle_logloss"),
+                                "base_rate": base_rate_logloss(m)},
             "llm_phase2_minus_baseline_auc": m["llm_phase2"]["auc"] - m["baseline"]["auc"],
         }
     return report
@@ -306,7 +364,17 @@ def evaluation_markdown(report: dict) -> str:
                       f"{100 * ov['in_domain_x4_train_occurrence_all_fields']:.1f}% in x4/train: the LLM-CTR models "
                       "trained on x1/x2 samples only see x4 through that share of its tokens; the baseline was "
                       f"trained on {', '.join(report['baseline_train_sources'])}."]
+    prot = report.get("leakage_protocol") or {}
+    if prot:
+        excl = report.get("rows_excluded") or {}
+        lines += ["", "Protocols: " + "; ".join(
+            f"`{n}` {p}" + (f" ({', '.join(f'{s}: {sum(v.values()):,} rows dropped' for s, v in excl[n].items())})"
+                            if p == "leak_free" and excl.get(n) else "") for n, p in prot.items()) + ". "
+            "`leak_free` drops the training / validation rows that are x4 valid / test events (avazu_leakage); "
+            "`seed_leaky` keeps them, as the seed's protocol does: its figures are inflated by that leak."]
     h = report.get("headline")
     if h:
         lines += ["", "x4/test AUC: " + ", ".join(f"{k} {f(v)}" for k, v in h["x4_test_auc"].items()) + "."]
+        if h["x4_test_logloss"].get("base_rate") is not None:
+            lines += ["", f"x4/test logloss of the constant base-rate predictor: {f(h['x4_test_logloss']['base_rate'])}."]
     return "\n".join(lines) + "\n"

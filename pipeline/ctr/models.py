@@ -17,8 +17,11 @@ The models (hyper-parameter names mapped onto the shared ``hidden_units`` / ``dr
 * ``DeepFM``   -- first-order LR term (with bias) + FM second-order term + MLP over the flattened
   embeddings -> 1, summed into one logit. With ``encoder="gated"`` the field embeddings pass through a
   :class:`~pipeline.ctr.layers.FieldGate` first, and both the FM term and the MLP see the gated embeddings
-  (the first-order term reads the ids directly and is not gated). This encoder is *not* in FuxiCTR; it is
-  the GEN of the LLM-CTR seed.
+  (the first-order term reads the ids directly and is not gated). This encoder is *not* in FuxiCTR (nor
+  the seed's). With ``encoder="gen"`` it is the LLM-CTR seed's GEN-DeepFM: the
+  :class:`~pipeline.ctr.layers.GenEncoder` ``g = ReLU(W vec(E)) · scale`` (full bias-free field mixing),
+  the FM term ``sum_{i<j} <g_i, e_j>`` between GEN outputs and *raw* embeddings
+  (:func:`~pipeline.ctr.layers.gen_fm_second_order`), and the MLP on the raw embeddings.
 * ``DCN``      -- CrossNet (x_{l+1} = x0 * (x_l^T w_l) + b_l + x_l) over the flattened embeddings, in
   parallel with an MLP; [cross_out, dnn_out] -> Linear -> 1. ``hidden_units=[]`` gives the crossnet-only
   DCN, as in FuxiCTR.
@@ -72,8 +75,8 @@ from torch import nn
 from pipeline.core.errors import ConfigError
 from pipeline.core.params import check_keys, from_mapping
 from pipeline.ctr.layers import (
-    MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, InnerProductInteraction,
-    fm_second_order, reset_net,
+    MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, GenEncoder, InnerProductInteraction,
+    fm_second_order, gen_fm_second_order, reset_net,
 )
 
 __all__ = [
@@ -256,15 +259,30 @@ class PNN(CTRModel):
         return self.mlp(h).squeeze(-1)
 
 
-DeepFMEncoder = Literal["none", "gated"]
+DeepFMEncoder = Literal["none", "gated", "gen"]
 
 
 @register("deepfm")
 class DeepFM(CTRModel):
     """First-order LR (with bias) + FM second-order term + MLP over flattened embeddings, summed.
 
-    ``encoder="gated"`` puts a :class:`~pipeline.ctr.layers.FieldGate` between the embedding lookup and the
-    FM/MLP parts.
+    ``E = embedding(x)`` ``[B, F, D]``, ``lr = sum_f w_f(x_f) + b``; then per ``encoder``:
+
+    * ``"none"``:  ``logit = lr + FM(E) + MLP(vec E)``, ``FM(E) = sum_{i<j} <e_i, e_j>``.
+    * ``"gated"``: ``E' = FieldGate(E)``, ``logit = lr + FM(E') + MLP(vec E')`` (this project's encoder).
+    * ``"gen"``:   the LLM-CTR seed's GEN-DeepFM (the seed's formulas; our code):
+      ``G = GEN(E) = ReLU(W vec(E)) · scale`` (:class:`~pipeline.ctr.layers.GenEncoder`, W (F·D)×(F·D), no
+      bias, learnable scalar scale starting at 1, Xavier-normal W),
+      ``logit = lr + sum_{i<j} <g_i, e_j> + MLP(vec E)``: the FM term pairs the GEN output of the earlier
+      field with the RAW embedding of the later one (:func:`~pipeline.ctr.layers.gen_fm_second_order`) and
+      the MLP reads the raw embeddings, so GEN only enters the logit through the FM term. We implement
+      that ordered pairing as the seed writes it, not the symmetric cross form
+      ``0.5·(<Σg, Σe> − Σ<g_i, e_i>)``, so that ``encoder: gen`` *is* the seed's recipe; its consequences
+      (``g_{F-1}`` has no FM partner, so the baseline never trains the last field's GEN rows; the term
+      depends on the field order, which config.json's ``features`` fixes) are documented there.
+
+    ``self.encoder`` is the FieldGate / GenEncoder (``None`` for ``"none"``): what LLM-CTR freezes / tunes,
+    and whose output ``[B, F, D]`` its soft tokens read.
     """
 
     ENCODERS = typing.get_args(DeepFMEncoder)
@@ -273,7 +291,7 @@ class DeepFM(CTRModel):
     class Options(ModelOptions):
         """``ctr.deepfm``."""
 
-        encoder: DeepFMEncoder     # none | gated (the field-gated encoder LLM-CTR freezes / tunes)
+        encoder: DeepFMEncoder     # none | gated | gen (the encoder LLM-CTR freezes / tunes)
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False, encoder: str = "none"):
@@ -282,16 +300,24 @@ class DeepFM(CTRModel):
         super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True,
                          encoder=encoder)
         self.encoder_type = encoder
-        self.encoder = FieldGate(self.num_fields, self.embedding_dim) if encoder == "gated" else None
+        if encoder == "gated":
+            self.encoder = FieldGate(self.num_fields, self.embedding_dim)
+        elif encoder == "gen":
+            self.encoder = GenEncoder(self.num_fields, self.embedding_dim)
+        else:
+            self.encoder = None
         self.lr_bias = nn.Parameter(torch.zeros(1))
         self.mlp = self._mlp(self.num_fields * self.embedding_dim, output_dim=1)
         self._reset_net()
 
     def forward(self, x):
         emb = self.embedding(x)
+        lr = self._first_order_logit(x) + self.lr_bias
+        if self.encoder_type == "gen":
+            deep = self.mlp(emb.flatten(start_dim=1)).squeeze(-1)
+            return lr + gen_fm_second_order(self.encoder(emb), emb) + deep
         if self.encoder is not None:
             emb = self.encoder(emb)
-        lr = self._first_order_logit(x) + self.lr_bias
         deep = self.mlp(emb.flatten(start_dim=1)).squeeze(-1)
         return lr + fm_second_order(emb) + deep
 

@@ -64,6 +64,7 @@ class AvazuParams:
     split_valid: AvazuSplitValid
     sample: AvazuSample
     min_count: int
+    align: bool           # avazu_align: map x1 / x2 ids onto x4's raw tokens (false: namespaced ids, as published)
 
     def validate(self) -> None:
         check_subset("avazu.sources", self.sources, AVAZU_SOURCES)
@@ -193,6 +194,7 @@ class LlmCtrParams:
     dtype: Literal["auto", "float32", "bfloat16"]
     device: Literal["auto", "cpu", "cuda"]
     eval_batch_size: int             # rows per scoring batch (validation and evaluation)
+    readout: Literal["affine", "seed"] = "affine"   # seed: σ(l_yes − l_no) | affine: σ(e^s (l_yes − l_no − c) + b)
 
     def validate(self) -> None:
         _at_least("llm_ctr.projector_hidden", self.projector_hidden, 1)

@@ -17,7 +17,10 @@ def _oracle(stats: dict) -> dict:
     return {"oracle_auc": float(roc_auc_score(y, pr)), "oracle_logloss": float(log_loss(y, pr, labels=[0, 1]))}
 
 
-def build_vocab_report(a, fields, vocab_, per_source, datasets, split_stats, synthetic: bool) -> dict:
+def build_vocab_report(a, fields, vocab_, per_source, datasets, split_stats, synthetic: bool,
+                       unaligned: dict | None = None) -> dict:
+    """``unaligned``: token counts of x1 / x2 train as published (before avazu_align), for the overlap with
+    alignment off beside the overlap with it on."""
     train_names = [f"{s}/train" for s in a.sources]
     report = {
         "dataset": "avazu (" + ", ".join(a.sources) + ")",
@@ -43,19 +46,28 @@ def build_vocab_report(a, fields, vocab_, per_source, datasets, split_stats, syn
         target = vc.count_file(datasets["x4"]["test"], fields, a.batch_rows)
         cross = {"seen_in": " ∪ ".join(f"{s}/train" for s in others) if others else None, "per_field": {}}
         seen = vc.merge_counts([per_source[s] for s in others]) if others else None
+        raw = vc.merge_counts([unaligned[s] for s in others]) if (others and unaligned) else None
+        if raw is not None:
+            cross["seen_in_unaligned"] = " ∪ ".join(f"{s}/train as published" for s in others)
         in_domain = per_source["x4"]
-        tot = hit = hit_dom = 0
+        tot = hit = hit_dom = hit_raw = 0
         for f in fields:
             c_dom = vc.coverage(target[f], in_domain[f])
             c_x = vc.coverage(target[f], seen[f]) if seen else {"distinct": None, "occurrence": None}
             cross["per_field"][f] = {"distinct": c_x["distinct"], "occurrence": c_x["occurrence"],
                                      "in_domain_x4_train_occurrence": c_dom["occurrence"]}
+            if raw is not None:
+                c_raw = vc.coverage(target[f], raw[f])
+                cross["per_field"][f]["unaligned_occurrence"] = c_raw["occurrence"]
+                hit_raw += (c_raw["occurrence"] or 0) * target[f].column("count").to_numpy().sum()
             n = target[f].column("count").to_numpy().sum()
             tot += n
             hit += (c_x["occurrence"] or 0) * n
             hit_dom += (c_dom["occurrence"] or 0) * n
         cross["occurrence_all_fields"] = hit / tot if (tot and seen) else None
         cross["in_domain_x4_train_occurrence_all_fields"] = hit_dom / tot if tot else None
+        if raw is not None:
+            cross["unaligned_occurrence_all_fields"] = hit_raw / tot if tot else None
         report["overlap_x4_test"] = cross
     return report
 
@@ -78,6 +90,10 @@ def vocab_report_markdown(r: dict) -> str:
     if ov:
         head += f" x4/test tokens seen in {ov['seen_in']} (distinct / occurrence) | seen in x4/train (occurrence) |"
         sep += "---:|---:|"
+    unal = bool(ov and ov.get("seen_in_unaligned"))
+    if unal:
+        head += " seen without alignment (occurrence) |"
+        sep += "---:|"
     lines += [head, sep]
     for f, size in per_field.items():
         row = f"| {f} | {size:,} |"
@@ -87,10 +103,14 @@ def vocab_report_markdown(r: dict) -> str:
             pf = ov["per_field"][f]
             row += (f" {_pct(pf['distinct'])} / {_pct(pf['occurrence'])} |"
                     f" {_pct(pf['in_domain_x4_train_occurrence'])} |")
+            if unal:
+                row += f" {_pct(pf.get('unaligned_occurrence'))} |"
         lines.append(row)
     if ov:
         lines += ["", f"All fields, by occurrence: {_pct(ov['occurrence_all_fields'])} of x4/test tokens were seen in "
-                      f"{ov['seen_in']} (vs {_pct(ov['in_domain_x4_train_occurrence_all_fields'])} in x4/train)."]
+                      f"{ov['seen_in']} (vs {_pct(ov['in_domain_x4_train_occurrence_all_fields'])} in x4/train)"
+                      + (f"; without alignment {_pct(ov['unaligned_occurrence_all_fields'])} were seen in "
+                         f"{ov['seen_in_unaligned']}." if unal else ".")]
     lines += ["", "| dataset/split | rows | CTR | OOV rate | oracle AUC | oracle logloss |", "|---|---:|---:|---:|---:|---:|"]
     for key, s in r["splits"].items():
         ctr = f"{s['ctr']:.4f}" if s.get("ctr") is not None else "n/a"

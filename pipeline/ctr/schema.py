@@ -57,6 +57,12 @@ class Layout:
     time: TimeSpec
     alternative_time: TimeSpec | None = None
     oov_min_count: int | None = None
+    oov_id: int | None = None        # the id that replaced the values seen < oov_min_count times
+
+    @property
+    def rare_token(self) -> str | None:
+        """The normalized token of the merged rare bucket (x2: \"x2:0\"), None without one."""
+        return None if self.oov_id is None else f"{self.namespace}{self.oov_id}"
 
     def expected_columns(self, time: TimeSpec | None = None) -> list[str]:
         time = time or self.time
@@ -82,7 +88,7 @@ class Layouts:
 
 
 _TIME_KEYS = set(TimeSpec.__dataclass_fields__)
-_LAYOUT_KEYS = {"splits", "label", "drop", "namespace", "columns", "time", "alternative_time", "oov_min_count"}
+_LAYOUT_KEYS = {"splits", "label", "drop", "namespace", "columns", "time", "alternative_time", "oov_min_count", "oov_id"}
 
 
 def _time(spec: dict, where: str) -> TimeSpec:
@@ -127,7 +133,7 @@ def load_layouts(path: str | Path) -> Layouts:
             time=_time(spec["time"], f"{where}.time"),
             alternative_time=_time(spec["alternative_time"], f"{where}.alternative_time")
             if spec.get("alternative_time") else None,
-            oov_min_count=spec.get("oov_min_count"))
+            oov_min_count=spec.get("oov_min_count"), oov_id=spec.get("oov_id"))
     return Layouts(fields=fields, layouts=layouts)
 
 

@@ -12,17 +12,24 @@ from pipeline.core.errors import ConfigError
 DATA = Path("data/avazu")
 RAW = DATA / "raw"
 NORMALIZED = DATA / "interim" / "base" / "normalized"     # base = per-source splits before sampling
+ALIGNED = DATA / "interim" / "base" / "aligned"           # avazu_align: x1 / x2 with x4 tokens
 SPLIT = DATA / "interim" / "base" / "split"
 SAMPLE = DATA / "interim" / "sample"
 VOCAB = DATA / "vocab"
 ENCODED = DATA / "encoded"
+LEAKAGE = DATA / "leakage"                                 # avazu_leakage: x4 valid/test events per row
 REPORTS = Path("reports/avazu")
 MODELS = Path("models/avazu")
 CKPT = Path("models/.ckpt")                                # resume points of killed runs (never a DVC out)
 TB = Path("reports/tb")
 BASELINE_DIR = MODELS / "baseline"                         # avazu_train_baseline: model.pt + config.json
 LLM_DIR = MODELS / "llm"                                   # avazu_llm_init: the HF-format LLM + tokenizer
-LLM_PHASE_DIRS = {1: MODELS / "llm_phase1", 2: MODELS / "llm_phase2"}   # trainable parts only
+PROTOCOLS = {"leak_free": "", "seed_leaky": "-seed"}     # LLM-CTR protocols -> suffix of their stage / outputs
+
+
+def llm_phase_dirs(protocol: str = "leak_free") -> dict:
+    """models/avazu/llm_phase<n><suffix>: the trainable parts of each phase under one protocol."""
+    return {n: MODELS / f"llm_phase{n}{PROTOCOLS[protocol]}" for n in (1, 2)}
 
 ParamsOpt = typer.Option("params.yaml", "--params", help="params file")
 

@@ -1,5 +1,6 @@
 """Stage avazu_evaluate_x4: baseline vs LLM-CTR phase 1 vs phase 2 on the test split of every
-``llm_eval.sources`` (x4 the headline), beside the oracle and the vocabulary overlap."""
+``llm_eval.sources`` (x4 the headline), beside the oracle and the vocabulary overlap; the leak-free models
+beside the same trained under the seed's (leaky) protocol."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from pipeline.core.io import atomic_outputs, write_json
 from pipeline.core.params import load_stage
 from pipeline.ctr.params import LlmCtrParams, LlmEvalParams, LlmParams
-from stages.avazu.common import BASELINE_DIR, ENCODED, LLM_DIR, LLM_PHASE_DIRS, REPORTS, VOCAB, ParamsOpt
+from stages.avazu.common import BASELINE_DIR, ENCODED, LLM_DIR, REPORTS, VOCAB, ParamsOpt, llm_phase_dirs
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +21,9 @@ def evaluate_x4(params: str = ParamsOpt) -> None:
     from pipeline.ctr.llm_train import LlmPaths, evaluate_x4 as run_evaluation, evaluation_markdown
 
     p = load_stage(params, PARAMS, (LlmParams, LlmCtrParams, LlmEvalParams))
-    paths = LlmPaths(VOCAB, ENCODED, BASELINE_DIR, LLM_DIR, LLM_PHASE_DIRS)
+    paths = LlmPaths(VOCAB, ENCODED, BASELINE_DIR, LLM_DIR, llm_phase_dirs("leak_free"))
     report = run_evaluation(paths, llm=p.llm, llm_ctr=p.llm_ctr, eval_sources=p.llm_eval.sources,
-                            vocab_report=REPORTS / "vocab.json")
+                            vocab_report=REPORTS / "vocab.json", seed_phases=llm_phase_dirs("seed_leaky"))
     with atomic_outputs() as out:
         write_json(out.file(REPORTS / "evaluation.json"), report)
         out.file(REPORTS / "evaluation.md").write_text(evaluation_markdown(report), encoding="utf-8")

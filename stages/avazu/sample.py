@@ -12,7 +12,8 @@ from pipeline.ctr.splits import read_labels, sample_name, stratified_mask, write
 from stages.avazu.common import SAMPLE, ParamsOpt, need_source
 from stages.avazu.datasets import source_splits
 
-PARAMS = ("seed", "avazu.layouts", "avazu.batch_rows", "avazu.split_valid.sources", "avazu.sample")
+PARAMS = ("seed", "avazu.sources", "avazu.align", "avazu.layouts", "avazu.batch_rows", "avazu.split_valid.sources",
+          "avazu.sample")
 
 
 def sample(source: str = typer.Argument(..., help="x1 | x2"), params: str = ParamsOpt) -> None:
@@ -20,7 +21,7 @@ def sample(source: str = typer.Argument(..., help="x1 | x2"), params: str = Para
     p = load_stage(params, PARAMS, (AvazuParams,))
     a = p.avazu
     need_source(a.sample.sources, source, "avazu.sample.sources")
-    splits = source_splits(load_layouts(a.layouts), a.split_valid.sources, source)
+    splits = source_splits(load_layouts(a.layouts), a, source)
     name = sample_name(source, a.sample.frac)
     rows = {}
     with atomic_outputs() as out:

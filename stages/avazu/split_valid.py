@@ -8,9 +8,10 @@ from pipeline.core.io import atomic_outputs, write_json
 from pipeline.core.params import load_stage
 from pipeline.ctr.params import AvazuParams
 from pipeline.ctr.splits import read_labels, stratified_mask, write_subsets
-from stages.avazu.common import NORMALIZED, SPLIT, ParamsOpt, need_source
+from stages.avazu.common import SPLIT, ParamsOpt, need_source
+from stages.avazu.datasets import base_dir
 
-PARAMS = ("seed", "avazu.batch_rows", "avazu.split_valid")
+PARAMS = ("seed", "avazu.sources", "avazu.align", "avazu.batch_rows", "avazu.split_valid")
 
 
 def split_valid(source: str = typer.Argument(..., help="a source without a valid split (x2)"),
@@ -19,7 +20,7 @@ def split_valid(source: str = typer.Argument(..., help="a source without a valid
     p = load_stage(params, PARAMS, (AvazuParams,))
     a = p.avazu
     need_source(a.split_valid.sources, source, "avazu.split_valid.sources")
-    src = NORMALIZED / source / "train.parquet"
+    src = base_dir(source, a.sources, a.align) / "train.parquet"
     mask = stratified_mask(read_labels(src), a.split_valid.frac, p.seed, f"split_valid/{source}")
     with atomic_outputs() as out:
         d = out.dir(SPLIT / source)

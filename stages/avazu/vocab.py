@@ -10,13 +10,13 @@ from pipeline.ctr import vocab as vc
 from pipeline.ctr.params import AvazuParams
 from pipeline.ctr.report import build_vocab_report, vocab_report_markdown
 from pipeline.ctr.schema import load_layouts
-from stages.avazu.common import ENCODED, REPORTS, VOCAB, ParamsOpt
-from stages.avazu.datasets import all_datasets
+from stages.avazu.common import ENCODED, NORMALIZED, REPORTS, VOCAB, ParamsOpt
+from stages.avazu.datasets import all_datasets, base_dir
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("avazu.sources", "avazu.layouts", "avazu.batch_rows", "avazu.split_valid.sources", "avazu.sample",
-          "avazu.min_count")
+PARAMS = ("avazu.sources", "avazu.align", "avazu.layouts", "avazu.batch_rows", "avazu.split_valid.sources",
+          "avazu.sample", "avazu.min_count")
 
 
 def vocab(params: str = ParamsOpt) -> None:
@@ -29,6 +29,8 @@ def vocab(params: str = ParamsOpt) -> None:
     for s in a.sources:
         log.info("counting tokens of %s/train", s)
         per_source[s] = vc.count_file(datasets[s]["train"], fields, a.batch_rows)
+    unaligned = {s: vc.count_file(NORMALIZED / s / "train.parquet", fields, a.batch_rows)     # overlap, align off
+                 for s in a.sources if base_dir(s, a.sources, a.align) != NORMALIZED / s} or None
     counts = vc.merge_counts(list(per_source.values()))
     vocab_ = vc.build_vocab(counts, a.min_count)
     encoder = vc.Encoder(vocab_)
@@ -46,6 +48,6 @@ def vocab(params: str = ParamsOpt) -> None:
         write_json(vdir / "feature_map.json", fmap)
         vc.vocab_table(vocab_).to_pandas().to_parquet(vdir / "vocab.parquet", index=False)
         synthetic = any("oracle" in st for st in split_stats.values())   # only the synthetic world has one
-        report = build_vocab_report(a, fields, vocab_, per_source, datasets, split_stats, synthetic)
+        report = build_vocab_report(a, fields, vocab_, per_source, datasets, split_stats, synthetic, unaligned)
         write_json(out.file(REPORTS / "vocab.json"), report)
         out.file(REPORTS / "vocab.md").write_text(vocab_report_markdown(report), encoding="utf-8")
