@@ -5,7 +5,10 @@ After a ``dvc repro`` the working tree holds fresh metrics; ``dvc metrics diff <
 every numeric key of every declared metrics file across the two (DVC does the reading and flattening),
 and :func:`compare` judges each pair by the rules of ``conf/check_metrics.yaml``:
 
-* integers (counts, epochs, rows) must be equal;
+* integers (counts, epochs, rows) must be equal, except the ones a training run *chooses* (the step or epoch
+  of the best validation, the evaluations run): ``trained_counts`` gives them an absolute tolerance, since
+  two validations within float noise of each other may swap which one is best (measured: OMP_NUM_THREADS=1
+  moved one LLM-CTR phase's best step from 57 to 50 while every AUC stayed within 0.0014);
 * floats must agree within an absolute tolerance: the first glob of ``tolerances`` that matches the
   ``file:key`` wins, else ``float_abs_tol``;
 * keys matching an ``ignore`` glob (wall times, throughput) are shown but never fail;
@@ -19,7 +22,7 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -32,6 +35,7 @@ class PinRules:
     float_abs_tol: float
     tolerances: dict[str, float]     # glob over "file:key" -> absolute tolerance
     ignore: list[str]                # globs over "file:key" never judged
+    trained_counts: dict[str, float] = field(default_factory=dict)   # glob -> abs tolerance of an integer
 
     @classmethod
     def load(cls, path: str | Path) -> "PinRules":
@@ -39,21 +43,27 @@ class PinRules:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: not found") from None
-        unknown = set(data) - {"float_abs_tol", "tolerances", "ignore"}
+        unknown = set(data) - {"float_abs_tol", "tolerances", "ignore", "trained_counts"}
         if unknown:
-            raise ConfigError(f"{path}: unknown key '{sorted(unknown)[0]}' (known: float_abs_tol, tolerances, ignore)")
+            raise ConfigError(f"{path}: unknown key '{sorted(unknown)[0]}' "
+                              "(known: float_abs_tol, tolerances, ignore, trained_counts)")
         try:
             return cls(float(data["float_abs_tol"]), {str(k): float(v) for k, v in (data.get("tolerances") or {}).items()},
-                       [str(g) for g in data.get("ignore") or []])
+                       [str(g) for g in data.get("ignore") or []],
+                       {str(k): float(v) for k, v in (data.get("trained_counts") or {}).items()})
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{path}: {e!r} (expected float_abs_tol: number, tolerances: {{glob: number}}, "
-                              "ignore: [glob])") from None
+                              "ignore: [glob], trained_counts: {glob: number})") from None
 
     def tolerance(self, name: str) -> float:
         for glob, tol in self.tolerances.items():
             if fnmatch.fnmatchcase(name, glob):
                 return tol
         return self.float_abs_tol
+
+    def count_tolerance(self, name: str) -> float:
+        """0 (exact) for an integer, unless a ``trained_counts`` glob matches it."""
+        return next((tol for glob, tol in self.trained_counts.items() if fnmatch.fnmatchcase(name, glob)), 0.0)
 
     def ignored(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, g) for g in self.ignore)
@@ -79,6 +89,9 @@ def judge(name: str, old, new, rules: PinRules) -> tuple[str, str]:
     if old is None or new is None:
         return "drift", "present on both sides"
     if _is_int(old) and _is_int(new):
+        tol = rules.count_tolerance(name)
+        if tol:
+            return ("ok" if abs(old - new) <= tol else "drift"), f"abs tol {tol:g} (trained count)"
         return ("ok" if old == new else "drift"), "exact (count)"
     if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
         tol = rules.tolerance(name)
