@@ -17,6 +17,8 @@ from pipeline.ctr.align import RARE, X4_SPLIT, align_source, apply_alignment, ma
 from pipeline.ctr.schema import normalized_schema
 
 F = ["a", "b"]
+# four events over fields a, b: the small world most error tests start from
+EVENTS = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
 
 
 def _write(path: Path, rows: list[tuple], fields: list[str], with_weekday: bool) -> None:
@@ -90,8 +92,7 @@ def test_unique_fingerprints_map_directly(tmp_path):
 
 def test_ties_resolved_by_row_matching(tmp_path):
     # a1, a2 tie on (1 occurrence, 0 clicks); their rows differ in b (b1 vs b2, unique fingerprints)
-    events = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
-    src, x4, expected = make_world(tmp_path, events)
+    src, x4, expected = make_world(tmp_path, EVENTS)
     al = align(src, x4)
     assert mapping(al) == expected
     rep = al.report()
@@ -264,16 +265,14 @@ def test_report_counts_and_truth(tmp_path):
 
 
 def test_row_totals_differ(tmp_path):
-    events = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
-    src, x4, _ = make_world(tmp_path, events)
+    src, x4, _ = make_world(tmp_path, EVENTS)
     _write(x4["test"], [(0, 1, 1, "a1", "b1")] * 3, F, True)                 # 2 + 3 rows instead of 2 + 2
     with pytest.raises(DataError, match=r"4 rows .* x4 has 5.*avazu\.align: false"):
         align(src, x4)
 
 
 def test_clicks_differ(tmp_path):
-    events = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
-    src, x4, _ = make_world(tmp_path, events)
+    src, x4, _ = make_world(tmp_path, EVENTS)
     _write(x4["test"], [(1, 5, 2, "a2", "b2"), (1, 5, 2, "a3", "b3")], F, True)
     with pytest.raises(DataError, match=r"1 clicks but x4 has 2.*avazu\.align: false"):
         align(src, x4)
@@ -288,8 +287,7 @@ def test_field_whose_fingerprints_all_tie(tmp_path):
 
 
 def test_missing_file_and_column(tmp_path):
-    events = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
-    src, x4, _ = make_world(tmp_path, events)
+    src, x4, _ = make_world(tmp_path, EVENTS)
     with pytest.raises(DataError, match=r"nope\.parquet: file not found \(split 'valid' of source\)"):
         align({**src, "valid": tmp_path / "nope.parquet"}, x4)
     with pytest.raises(DataError, match=r"train\.parquet, field 'c': missing column"):
@@ -297,16 +295,14 @@ def test_missing_file_and_column(tmp_path):
 
 
 def test_time_out_of_range(tmp_path):
-    events = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
-    src, x4, _ = make_world(tmp_path, events)
+    src, x4, _ = make_world(tmp_path, EVENTS)
     _write(x4["test"], [(0, 5, 2, "a2", "b2"), (1, 31, 2, "a3", "b3")], F, True)
     with pytest.raises(DataError, match=r"x4/test\.parquet, row 2, field 'hour_of_day': value 31 out of range"):
         align(src, x4)
 
 
 def test_config_errors(tmp_path):
-    events = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
-    src, x4, _ = make_world(tmp_path, events)
+    src, x4, _ = make_world(tmp_path, EVENTS)
     with pytest.raises(ConfigError, match="batch_rows"):
         align(src, x4, batch_rows=0)
     with pytest.raises(ConfigError, match="max_rounds"):

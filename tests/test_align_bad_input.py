@@ -19,14 +19,13 @@ import yaml
 
 from pipeline.ctr.align import RARE
 from tests.conftest import LAYOUTS, leftovers, run_cli, run_in, set_params
-from tests.test_align import F, _write, align, make_world, mapping
+from tests.test_align import EVENTS, F, _write, align, make_world, mapping
 
 NORM = Path("data/avazu/interim/base/normalized")
 ALIGNED = Path("data/avazu/interim/base/aligned")
 OUTPUTS = (ALIGNED, Path("reports/avazu/align.json"), Path("reports/avazu/align.md"))
 SRC_SPLITS, X4_SPLITS = ["train", "valid", "test"], ["train", "test"]        # what make_world writes
 
-EVENTS = [(0, 5, 2, "a1", "b1"), (0, 5, 2, "a2", "b2"), (0, 5, 2, "a3", "b2"), (1, 5, 2, "a3", "b3")]
 # b1 and b2 both (2 occurrences, 1 click), and b has no other value: every fingerprint of b ties
 ALL_TIE = [(0, 1, 1, "a1", "b1"), (1, 2, 1, "a1", "b1"), (0, 3, 1, "a2", "b2"), (1, 4, 1, "a3", "b2")]
 # x2-like, declared threshold 20: a7 (seen once) is the only content of the merged bucket x2:0, so the

@@ -143,14 +143,20 @@ def test_fm_term_equals_pairwise_sum():
     assert torch.allclose(fm_second_order(e), expected, atol=1e-5)
 
 
+
+def _trained_looking(model):
+    """Give ``model`` trained-looking embeddings (the init is 1e-4); return a batch, its embeddings and the
+    LR term (first order + bias) of the DeepFM variants."""
+    for t in model.embedding_tables():
+        t.weight[1:].normal_(0, 0.3)
+    x = batch()
+    return x, model.embedding(x), model.first_order(x).sum((1, 2)) + model.lr_bias
+
+
 def test_deepfm_logit_is_lr_plus_fm_plus_dnn():
     model = make("deepfm").eval()
     with torch.no_grad():
-        for t in model.embedding_tables():
-            t.weight[1:].normal_(0, 0.3)
-        x = batch()
-        emb = model.embedding(x)
-        lr = model.first_order(x).sum((1, 2)) + model.lr_bias
+        x, emb, lr = _trained_looking(model)
         expected = lr + fm_second_order(emb) + model.mlp(emb.flatten(1)).squeeze(-1)
         assert torch.allclose(model(x), expected, atol=1e-6)
 
@@ -321,11 +327,7 @@ def test_gen_fm_term_is_the_ordered_cross_pairs():
 def test_deepfm_gen_logit_is_lr_plus_gen_fm_plus_dnn_on_raw_embeddings():
     model = make("deepfm-gen").eval()
     with torch.no_grad():
-        for t in model.embedding_tables():
-            t.weight[1:].normal_(0, 0.3)
-        x = batch()
-        emb = model.embedding(x)
-        lr = model.first_order(x).sum((1, 2)) + model.lr_bias
+        x, emb, lr = _trained_looking(model)
         deep = model.mlp(emb.flatten(1)).squeeze(-1)                # the MLP reads the RAW embeddings
         expected = lr + gen_fm_second_order(model.encoder(emb), emb) + deep
         assert torch.allclose(model(x), expected, atol=1e-6)
