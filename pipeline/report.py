@@ -39,11 +39,18 @@ class Section:
     tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)   # (caption, header, rows)
 
 
+# what the report reads: the branches' metrics and the study pipelines' (each pinned by its
+# studies/<name>/dvc.lock, which the report stage declares as a dep); never reports/sweeps or reports/tb
+READ_DIRS = ("avazu", "tenrec", "amazon", "studies")
+
+
 def load_metrics(reports_dir: Path) -> Metrics:
-    """Every JSON file under ``reports_dir`` (recursively), keyed by its path relative to it."""
+    """Every JSON file under ``reports_dir``/{avazu, tenrec, amazon, studies} (recursively), keyed by its path
+    relative to ``reports_dir``."""
     out: Metrics = {}
     for p in sorted(reports_dir.rglob("*.json")):
-        if "tb" in p.relative_to(reports_dir).parts:
+        parts = p.relative_to(reports_dir).parts
+        if "tb" in parts or len(parts) < 2 or parts[0] not in READ_DIRS:
             continue
         try:
             out[p.relative_to(reports_dir).as_posix()] = json.loads(p.read_text(encoding="utf-8"))
@@ -192,18 +199,87 @@ def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
     return f
 
 
+HELEN = "studies/helen"
+STUDY_MISSING = "absent: the Helen study has not run (dvc repro studies/helen/dvc.yaml)"
+
+
 def avazu_optimizers(metrics: Metrics) -> Figure:
-    f = Figure("avazu_optimizers", "Avazu: Adam vs SAM vs Helen",
-               "x4 test AUC of the same CTR model and training config under each optimizer, oracle dashed.")
-    opt = metrics.get("avazu/optimizers.json")
+    f = Figure("avazu_optimizers", "Helen study: Adam vs SAM vs Helen on the embedded default",
+               "x4 test AUC of the main baseline's CTR model and training config under each optimizer, on the "
+               "default's full data (the study's helen_optimizers stage), oracle dashed.")
+    opt = metrics.get(f"{HELEN}/optimizers.json")
     if not isinstance(opt, dict) or not opt.get("optimizers"):
-        f.missing = "reports/avazu/optimizers.json is absent (run avazu_compare_optimizers)"
+        f.missing = f"reports/{HELEN}/optimizers.json {STUDY_MISSING}"
         return f
     rows = opt["optimizers"]
     names = list(rows)
     oracle = next((r.get("oracle_auc") for r in rows.values() if r.get("oracle_auc") is not None), None)
     f.caption += f" [{provenance(opt)}]"
     f.png = _fig_png(_bar(names, [rows[n]["auc"] for n in names], oracle, "AUC", f"{opt.get('model', '')} x4 test"))
+    return f
+
+
+def helen_table(metrics: Metrics) -> Figure:
+    """The study's model × optimizer table as grouped bars of test AUC (oracle dashed)."""
+    f = Figure("helen_table", "Helen study: 7 models × Adam / SAM / Helen",
+               "Test AUC of every model under each optimizer on the study's smaller world (same data, seed and "
+               "loop), oracle dashed.")
+    t = metrics.get(f"{HELEN}/table.json")
+    if not isinstance(t, dict) or not t.get("cells"):
+        f.missing = f"reports/{HELEN}/table.json {STUDY_MISSING}"
+        return f
+    models, opts = t["models"], t["optimizers"]
+
+    def draw(fig, ax):
+        width = 0.8 / max(1, len(opts))
+        vals = []
+        for j, o in enumerate(opts):
+            ys = [t["cells"][m].get(o, {}).get("auc", float("nan")) for m in models]
+            vals += [y for y in ys if y == y]
+            ax.bar([i + (j - (len(opts) - 1) / 2) * width for i in range(len(models))], ys, width, label=o)
+        if t.get("oracle_auc") is not None:
+            ax.axhline(t["oracle_auc"], color="#c44e52", ls="--", label=f"oracle {t['oracle_auc']:.4f}")
+            vals.append(t["oracle_auc"])
+        ax.set_xticks(range(len(models)), models)
+        ax.set_ylim(min(vals) - 0.01, max(vals) + 0.01)
+        ax.set_ylabel(f"test AUC ({t.get('split')})")
+        ax.legend(fontsize=8, ncol=4)
+        ax.grid(axis="y", alpha=0.3)
+
+    f.caption += (f" Helen best for {t.get('helen_best_count')} of {len(models)} models; "
+                  f"{t.get('train_rows', 0):,} train rows, {t.get('epochs')} epochs, rho {t.get('rho')}, "
+                  f"variant {t.get('helen_variant')}. [{provenance(t)}]")
+    f.png = _fig_png(draw, size=(9.0, 3.8))
+    return f
+
+
+def helen_rho(metrics: Metrics) -> Figure:
+    f = Figure("helen_rho", "Helen study: test AUC against rho (release vs recdag variant)",
+               "Helen's test AUC and logloss against its perturbation radius rho on the study's world, one line "
+               "per variant, Adam / SAM of the same model as references.")
+    c = metrics.get(f"{HELEN}/rho.json")
+    if not isinstance(c, dict) or not c.get("series"):
+        f.missing = f"reports/{HELEN}/rho.json {STUDY_MISSING}"
+        return f
+    from pipeline.ctr.study import rho_figure
+
+    f.caption += f" [{provenance(c)}]"
+    f.png = rho_figure(c)
+    return f
+
+
+def helen_sharpness(metrics: Metrics) -> Figure:
+    f = Figure("helen_sharpness", "Helen study: sharpness against feature frequency (the paper's Figure 1)",
+               "Top Hessian eigenvalue of sampled feature values' embeddings against their training frequency, "
+               "per optimizer, with per-bin medians and a log-log fit.")
+    sh = metrics.get(f"{HELEN}/sharpness.json")
+    if not isinstance(sh, dict) or not sh.get("models"):
+        f.missing = f"reports/{HELEN}/sharpness.json {STUDY_MISSING}"
+        return f
+    from pipeline.ctr.sharpness import sharpness_figure
+
+    f.caption += f" [{provenance(sh)}]"
+    f.png = sharpness_figure(sh)
     return f
 
 
@@ -342,7 +418,10 @@ def amazon_finetune(metrics: Metrics) -> Figure:
 FIGURES: list[tuple[str, Callable[[Metrics], Figure]]] = [
     ("All branches", training_curves),
     ("Avazu / LLM-CTR", avazu_llm_vs_baseline),
-    ("Avazu / LLM-CTR", avazu_optimizers),
+    ("Helen study (studies/helen)", avazu_optimizers),
+    ("Helen study (studies/helen)", helen_table),
+    ("Helen study (studies/helen)", helen_rho),
+    ("Helen study (studies/helen)", helen_sharpness),
     ("Tenrec", tenrec_protocols),
     ("Tenrec", tenrec_faiss),
     ("Tenrec", tenrec_encoder_scaling),
@@ -456,13 +535,23 @@ def headline(metrics: Metrics) -> list[str]:
         for split, m in b.get("metrics", {}).items():
             md.append(_row(split, m.get("auc"), m.get("logloss"), m.get("oracle_auc"), m.get("oracle_logloss")))
         md.append("")
-    o = metrics.get("avazu/optimizers.json")
+    o = metrics.get(f"{HELEN}/optimizers.json")
     if isinstance(o, dict):
-        md += [f"**Adam vs SAM vs Helen** ({o.get('model')}, {o.get('headline_split')}; {provenance(o)})", "",
+        md += [f"**Adam vs SAM vs Helen** (Helen study on the default; {o.get('model')}, {o.get('headline_split')}; "
+               f"{provenance(o)})", "",
                "| optimizer | AUC | logloss | oracle AUC | best epoch | wall s |", "|---|---|---|---|---|---|"]
         for n, m in o.get("optimizers", {}).items():
             md.append(_row(n, m.get("auc"), m.get("logloss"), m.get("oracle_auc"), m.get("best_epoch"),
                            m.get("wall_seconds")))
+        md.append("")
+    t = metrics.get(f"{HELEN}/table.json")
+    if isinstance(t, dict) and t.get("cells"):
+        opts = t["optimizers"]
+        md += [f"**Helen study: {len(t['models'])} models × {' / '.join(opts)}** (test AUC; {t.get('train_rows', 0):,} "
+               f"train rows, rho {t.get('rho')}, variant {t.get('helen_variant')}; oracle AUC {_fmt(t.get('oracle_auc'))}; "
+               f"{provenance(t)})", "", "| model | " + " | ".join(opts) + " | best |", "|---" * (len(opts) + 2) + "|"]
+        for m in t["models"]:
+            md.append(_row(m, *(t["cells"][m].get(o, {}).get("auc") for o in opts), t["summary"][m]["best_optimizer"]))
         md.append("")
     ev = metrics.get("avazu/evaluation.json")
     if isinstance(ev, dict) and ev.get("headline"):

@@ -21,6 +21,7 @@ BRANCH_HELP = {
     "avazu": "Avazu / LLM-CTR branch.",
     "tenrec": "Tenrec branch: two-tower retrieval -> FAISS -> Fastformer ranking.",
     "amazon": "Amazon scaling branch: scaled pretraining sets -> transformer pretraining -> fine-tuning.",
+    "studies": "Study pipelines (studies/<name>/dvc.yaml): heavier reproductions over the same library.",
 }
 
 COMMANDS: dict[str, dict[str, str]] = {
@@ -33,7 +34,6 @@ COMMANDS: dict[str, dict[str, str]] = {
         "vocab": "stages.avazu.vocab:vocab",
         "leakage": "stages.avazu.leakage:leakage",
         "train-baseline": "stages.avazu.train_baseline:train_baseline",
-        "compare-optimizers": "stages.avazu.compare_optimizers:compare_optimizers",
         "llm-init": "stages.avazu.llm_init:llm_init",
         "llm-phase": "stages.avazu.llm_phase:llm_phase",
         "evaluate-x4": "stages.avazu.evaluate_x4:evaluate_x4",
@@ -54,9 +54,16 @@ COMMANDS: dict[str, dict[str, str]] = {
         "finetune": "stages.amazon.finetune:finetune",
         "plots": "stages.amazon.plots:plots",
     },
+    "studies": {
+        "helen-optimizers": "stages.studies.helen_optimizers:helen_optimizers",
+        "helen-run": "stages.studies.helen_run:helen_run",
+        "helen-table": "stages.studies.helen_table:helen_table",
+        "helen-sharpness": "stages.studies.helen_sharpness:helen_sharpness",
+    },
     "": {                                                   # top-level commands
         "report": "stages.report:report",
         "check-metrics": "stages.check_metrics:check_metrics",
+        "sweep": "stages.sweep:sweep",
         "dag": "stages.dag:app",
         "params": "stages.params_check:app",
     },

@@ -103,7 +103,7 @@ def ran(output: str) -> list[str]:
 def scratch_dvc_repo(root: Path, **params) -> Path:
     """A git + DVC repository at ``root`` holding a copy of the code, the DAG and params.yaml (with
     ``params`` set, dotted keys), for `dvc repro <target>` end-to-end tests."""
-    for name in ("pipeline", "stages", "conf"):
+    for name in ("pipeline", "stages", "conf", "studies"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, root / name)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import report as rp
+from pipeline.ctr import study
 from tests.conftest import run_cli
+from tests.test_study import record
 
 
 def write(root: Path, rel: str, obj) -> None:
@@ -29,9 +31,16 @@ def reports(tmp_path):
         "x4/test": {"auc": 0.80, "logloss": 0.37, "oracle_auc": 0.85, "oracle_logloss": 0.33}}))
     write(root, "avazu/baseline_curve.json", [{"epoch": 1, "step": 10, "valid_auc": 0.7},
                                               {"epoch": 2, "step": 20, "valid_auc": 0.75}])
-    write(root, "avazu/optimizers.json", dict(prov, model="deepfm", headline_split="x4/test", optimizers={
+    write(root, "studies/helen/optimizers.json", dict(prov, model="deepfm", headline_split="x4/test", optimizers={
         n: {"auc": a, "logloss": 0.4, "oracle_auc": 0.85, "best_epoch": 1, "wall_seconds": 3.0}
         for n, a in (("adam", 0.79), ("sam", 0.795), ("helen", 0.80))}))
+    runs = [record(m, o, a) for m, o, a in (("dnn", "adam", 0.79), ("dnn", "sam", 0.78), ("dnn", "helen", 0.77),
+                                           ("pnn", "adam", 0.79), ("pnn", "sam", 0.785), ("pnn", "helen", 0.80))]
+    runs += [record("pnn", "helen", 0.78 + r / 10, rho=r, variant=v, grid=True) for r in (0.01, 0.1)
+             for v in ("release", "recdag")]
+    write(root, "studies/helen/table.json", study.study_table(runs))
+    write(root, "studies/helen/rho.json", study.rho_curve(runs))
+    write(root, "sweeps/sweep_optim_rho.json", {"rows": []})              # a sweep: not the report's input
     (root / "tb" / "baseline").mkdir(parents=True)
     (root / "tb" / "baseline" / "ignored.json").write_text("not json")      # TensorBoard folder is skipped
     return root
@@ -39,10 +48,13 @@ def reports(tmp_path):
 
 def test_figures_drawn_or_explained(reports):
     metrics = rp.load_metrics(reports)
-    assert set(metrics) == {"avazu/baseline.json", "avazu/baseline_curve.json", "avazu/optimizers.json"}
+    assert set(metrics) == {"avazu/baseline.json", "avazu/baseline_curve.json", "studies/helen/optimizers.json",
+                            "studies/helen/table.json", "studies/helen/rho.json"}
     figs = {f.name: f for s in rp.build(metrics) for f in s.figures}
-    assert figs["training_curves"].png.startswith(b"\x89PNG")
-    assert figs["avazu_optimizers"].png.startswith(b"\x89PNG")
+    for name in ("training_curves", "avazu_optimizers", "helen_table", "helen_rho"):
+        assert figs[name].png.startswith(b"\x89PNG"), name
+    assert "Helen best for 1 of 2 models" in figs["helen_table"].caption
+    assert "dvc repro studies/helen/dvc.yaml" in figs["helen_sharpness"].missing
     missing = figs["avazu_llm_vs_baseline"]
     assert not missing.png and "evaluation.json" in missing.missing
     # every number carries its provenance
@@ -53,11 +65,12 @@ def test_report_stage_writes_self_contained_page(reports):
     assert run_cli("report", "--reports-dir", str(reports)) == 0
     page = (reports / "index.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*['"](?!data:)""", page), "the page must not reference files or URLs"
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 4
     assert "not drawn" in page and "synthetic" in page
     md = (reports / "summary.md").read_text()
     assert "plots/avazu_optimizers.png" in md and "| helen | 0.8000" in md
-    assert sorted(p.name for p in (reports / "plots").iterdir()) == ["avazu_optimizers.png", "training_curves.png"]
+    assert sorted(p.name for p in (reports / "plots").iterdir()) == ["avazu_optimizers.png", "helen_rho.png",
+                                                                    "helen_table.png", "training_curves.png"]
 
 
 def _chromium() -> str | None:
@@ -85,7 +98,7 @@ def test_page_renders_in_headless_chromium(reports, tmp_path):
                        capture_output=True, text=True, timeout=120)
     m = re.search(r"<title>IMAGES (\d+)/(\d+)</title>", r.stdout)
     assert m, f"Chromium did not render the page:\n{r.stderr[-2000:]}"
-    assert m.group(1) == m.group(2) == "2"
+    assert m.group(1) == m.group(2) == "4"
     shot = tmp_path / "report.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120)

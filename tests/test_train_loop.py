@@ -42,7 +42,7 @@ def make(rule="adam", dropout=0.0, seed=0, **rule_kw):
     m = Tiny(dropout=dropout)
     emb = [t.weight for t in m.tables]
     net = list(m.out.parameters())
-    kw = dict(lr_embed=0.05, lr_net=0.05, rho=0.05, bound=0.3, net_pert=True, net_norm="global", clip_norm=10.0)
+    kw = dict(lr_embed=0.05, lr_net=0.05, rho=0.05, bound=0.3, net_pert=True, helen_variant="recdag", clip_norm=10.0)
     kw.update(rule_kw)
     r = build_step_rule(rule, field_tables=list(enumerate(m.tables)), embed_params=emb, net_params=net, **kw)
     return m, r
@@ -169,7 +169,7 @@ def test_helen_perturbation_matches_hand_computation():
         torch.testing.assert_close(p.detach(), w0[n])
 
 
-def test_helen_last_table_norm_reproduces_the_release():
+def test_helen_release_variant_divides_by_the_last_table_norm():
     torch.manual_seed(0)
     m = Tiny(vocab=(6, 4), dim=3)
     x = torch.tensor([[1, 2], [4, 3]], dtype=torch.int32)
@@ -177,7 +177,7 @@ def test_helen_last_table_norm_reproduces_the_release():
     g = _grads(m, x, y)
     w0 = m.out.weight.detach().clone()
     opt = Helen(list(enumerate(m.tables)), list(m.out.parameters()), lr_embed=0.0, lr_net=0.0, rho=0.5,
-                bound=0.3, net_pert=True, net_norm="last_table")
+                bound=0.3, net_pert=True, variant="release")
     seen = {}
 
     def closure():

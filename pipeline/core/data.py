@@ -68,6 +68,16 @@ class TensorData:
         return TensorData(self.x.index_select(0, idx).contiguous(), self.y.index_select(0, idx),
                           None if self.oracle is None else self.oracle.index_select(0, idx), name=self.name)
 
+    def subsample(self, rows: int, seed: int) -> "TensorData":
+        """A seeded sample of ``rows`` rows without replacement, kept in file order (all rows when
+        ``rows`` is 0 or at least ``len(self)``)."""
+        if rows <= 0 or rows >= len(self):
+            return self
+        g = torch.Generator().manual_seed(derive_seed(seed, "subsample", str(rows)) % 2**63)
+        keep = np.zeros(len(self), dtype=bool)
+        keep[torch.randperm(len(self), generator=g)[:rows].numpy()] = True
+        return self.select(keep)
+
     def permutation(self, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
         if not shuffle:
             return torch.arange(len(self))

@@ -22,11 +22,13 @@ PROTOCOL = "pointwise CTR: AUC and logloss over every row of the split"
 
 def step_rule_for(model: CTRModel, optim: OptimParams):
     """Adam / SAM / Helen over the model's embedding tables (field i -> tables[i] of every group) and the
-    rest of its parameters."""
+    rest of its parameters. Helen's ``optim.helen_variant`` decides where the 1-dim first-order tables go:
+    ``recdag`` keeps them with their field's embeddings, ``release`` moves them to the dense group (lr_net)."""
     field_tables = [(i, t) for tables in model.embedding_groups().values() for i, t in enumerate(tables)]
     return build_step_rule(optim.name, field_tables=field_tables, embed_params=model.embedding_parameters(),
                            net_params=model.net_parameters(), lr_embed=optim.lr_embed, lr_net=optim.lr_net,
-                           rho=optim.rho, bound=optim.bound, net_pert=optim.net_pert, net_norm=optim.net_norm,
+                           rho=optim.rho, bound=optim.bound, net_pert=optim.net_pert,
+                           helen_variant=optim.helen_variant,
                            clip_norm=optim.clip_norm)
 
 
@@ -51,14 +53,16 @@ class Fit:
 
 
 def fit_ctr(seed: int, ctr: CtrParams, optim: OptimParams, train: TrainParams, enc: EncodedAvazu, *, ckpt_dir,
-            tb_dir=None) -> Fit:
+            tb_dir=None, train_rows: int = 0) -> Fit:
     """Seed, build ``ctr``'s model and ``optim``'s step rule, and train them with the one loop on
     ``train.sources`` (train split; early stopping on their valid split), resuming from ``ckpt_dir`` if a
-    killed run left a checkpoint there."""
+    killed run left a checkpoint there. ``train_rows`` > 0 trains on a seeded sample of that many train
+    rows (the study pipelines' smaller world; validation stays whole)."""
     from pipeline.core.seeding import seed_everything
 
     enc.require("train.sources", train.sources, ("train", "valid"))
     train_data, valid = enc.tensors(train.sources, "train"), enc.tensors(train.sources, "valid")
+    train_data = train_data.subsample(train_rows, seed)
     seed_everything(seed)
     model = build_ctr_model(ctr, enc.vocab_sizes)
     trainer = Trainer(model, step_rule_for(model, optim), loop_config(train, seed),

@@ -72,7 +72,7 @@ from typing import Any, ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.params import check_keys, from_mapping
 from pipeline.ctr.layers import (
     MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, GenEncoder, InnerProductInteraction,
@@ -595,3 +595,30 @@ class CtrParams(CtrShared):
 def build_ctr_model(ctr: CtrParams, vocab_sizes: Sequence[int]) -> CTRModel:
     """The model ``ctr`` selects, with the shared params and its own options."""
     return build_model(ctr.model, vocab_sizes, **ctr.model_kwargs())
+
+
+def load_model_dir(model_dir, features: list[str], vocab_sizes: list[int]) -> "CTRModel":
+    """A trained CTR model folder (``model.pt`` state_dict + ``config.json`` with the constructor arguments,
+    as avazu_train_baseline and the study runs write it), checked against the feature map (same fields,
+    same vocabulary sizes), in eval mode; every problem is a DataError naming the file."""
+    from pathlib import Path
+
+    from pipeline.core.io import read_json
+
+    d = Path(model_dir)
+    cfg_file, weights = d / "config.json", d / "model.pt"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise DataError(f, "model file missing", expected="a trained model folder (model.pt + config.json)")
+    meta = read_json(cfg_file)
+    cfg = dict(meta.get("model", {})) if isinstance(meta, dict) else {}
+    if list(meta.get("features", [])) != list(features) or [int(v) for v in cfg.get("vocab_sizes", [])] != list(vocab_sizes):
+        raise DataError(cfg_file, "the model's fields / vocabulary sizes differ from the feature map's",
+                        field="vocab_sizes", expected="a model trained on this vocabulary")
+    name, sizes = cfg.pop("name"), cfg.pop("vocab_sizes")
+    try:
+        model = build_model(name, sizes, **cfg)
+        model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise DataError(weights, f"cannot rebuild the model from it: {str(e).splitlines()[0]}") from None
+    return model.eval()

@@ -88,12 +88,13 @@ class AvazuParams:
 @dataclass(frozen=True)
 class OptimParams:
     SECTION: ClassVar[str] = "optim"
+    HELEN_VARIANTS: ClassVar[tuple[str, ...]] = ("release", "recdag")   # = helen_variant's Literal
 
     name: Literal["adam", "sam", "helen"]
     rho: float                 # sam, helen: perturbation radius
     bound: float               # helen: lower clamp of the frequency scale
     net_pert: bool             # helen: perturb dense weights too
-    net_norm: Literal["global", "last_table"]   # helen: norm dividing the dense perturbation (see README)
+    helen_variant: Literal["release", "recdag"]   # helen: the released update | ours (see pipeline.ctr.optim)
     lr_embed: float
     lr_net: float
     clip_norm: float           # adam path: global grad-norm clipping (0 = off)
@@ -101,6 +102,9 @@ class OptimParams:
     def validate(self) -> None:
         if self.rho < 0 or not 0.0 <= self.bound <= 1.0:
             raise ConfigError("optim.rho must be >= 0 and optim.bound in [0, 1]")
+        if self.helen_variant not in self.HELEN_VARIANTS:
+            raise ConfigError(f"optim.helen_variant: '{self.helen_variant}' is not one of "
+                              f"{list(self.HELEN_VARIANTS)}")
 
 
 @dataclass(frozen=True)

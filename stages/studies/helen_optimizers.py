@@ -1,4 +1,5 @@
-"""Stage avazu_compare_optimizers: the baseline's model and training config under Adam, SAM and Helen.
+"""Stage helen_optimizers (studies/helen/dvc.yaml): the main baseline's model and training config under Adam,
+SAM and Helen on the embedded default's full data (the study's other stages use a smaller world).
 
 The baseline stage already trained ``optim.name``; this stage trains the other two with every other knob
 unchanged (same model, seed, data, learning rates, ρ, loop) and reads the baseline's figures from
@@ -15,13 +16,14 @@ from pipeline.core.params import load_stage
 from pipeline.ctr.models import CtrParams
 from pipeline.ctr.params import OptimParams, TrainParams
 from stages.avazu.common import CKPT, ENCODED, REPORTS, TB, VOCAB, ParamsOpt
+from stages.studies.common import HELEN_REPORTS
 
 log = logging.getLogger(__name__)
 
 PARAMS = ("seed", "ctr", "optim", "train")
 
 
-def compare_optimizers(params: str = ParamsOpt) -> None:
+def helen_optimizers(params: str = ParamsOpt) -> None:
     """Train ``ctr.model`` with the two optimizers other than ``optim.name``; compare all three on test."""
     from pipeline.core.io import md5_file
     from pipeline.core.train import init_distributed, resumable
@@ -45,5 +47,5 @@ def compare_optimizers(params: str = ParamsOpt) -> None:
     if rank != 0:
         return
     with atomic_outputs() as out:
-        write_json(out.file(REPORTS / "optimizers.json"), bl.optimizers_report(results, baseline, p.ctr, p.optim,
+        write_json(out.file(HELEN_REPORTS / "optimizers.json"), bl.optimizers_report(results, baseline, p.ctr, p.optim,
                                                                              p.train.sources))
