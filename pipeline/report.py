@@ -203,84 +203,84 @@ HELEN = "studies/helen"
 STUDY_MISSING = "absent: the Helen study has not run (dvc repro studies/helen/dvc.yaml)"
 
 
-def avazu_optimizers(metrics: Metrics) -> Figure:
-    f = Figure("avazu_optimizers", "Helen study: Adam vs SAM vs Helen on the embedded default",
-               "x4 test AUC of the main baseline's CTR model and training config under each optimizer, on the "
-               "default's full data (the study's helen_optimizers stage), oracle dashed.")
-    opt = metrics.get(f"{HELEN}/optimizers.json")
-    if not isinstance(opt, dict) or not opt.get("optimizers"):
-        f.missing = f"reports/{HELEN}/optimizers.json {STUDY_MISSING}"
+def _study_figure(metrics: Metrics, f: Figure, file: str, key: str, draw: Callable[[dict], bytes],
+                  extra: Callable[[dict], str] = lambda m: "") -> Figure:
+    """``f`` drawn by ``draw`` (PNG bytes from the file's JSON) from ``reports/studies/helen/<file>``, its caption
+    completed by ``extra`` and the file's provenance; said missing when the study has not run (or ``key`` is
+    empty)."""
+    m = metrics.get(f"{HELEN}/{file}")
+    if not isinstance(m, dict) or not m.get(key):
+        f.missing = f"reports/{HELEN}/{file} {STUDY_MISSING}"
         return f
-    rows = opt["optimizers"]
-    names = list(rows)
-    oracle = next((r.get("oracle_auc") for r in rows.values() if r.get("oracle_auc") is not None), None)
-    f.caption += f" [{provenance(opt)}]"
-    f.png = _fig_png(_bar(names, [rows[n]["auc"] for n in names], oracle, "AUC", f"{opt.get('model', '')} x4 test"))
+    f.caption += f"{extra(m)} [{provenance(m)}]"
+    f.png = draw(m)
     return f
+
+
+def avazu_optimizers(metrics: Metrics) -> Figure:
+    def draw(opt: dict) -> bytes:
+        rows = opt["optimizers"]
+        names = list(rows)
+        oracle = next((r.get("oracle_auc") for r in rows.values() if r.get("oracle_auc") is not None), None)
+        return _fig_png(_bar(names, [rows[n]["auc"] for n in names], oracle, "AUC", f"{opt.get('model', '')} x4 test"))
+
+    return _study_figure(metrics, Figure(
+        "avazu_optimizers", "Helen study: Adam vs SAM vs Helen on the embedded default",
+        "x4 test AUC of the main baseline's CTR model and training config under each optimizer, on the default's "
+        "full data (the study's helen_optimizers stage), oracle dashed."), "optimizers.json", "optimizers", draw)
 
 
 def helen_table(metrics: Metrics) -> Figure:
     """The study's model × optimizer table as grouped bars of test AUC (oracle dashed)."""
-    f = Figure("helen_table", "Helen study: 7 models × Adam / SAM / Helen",
-               "Test AUC of every model under each optimizer on the study's smaller world (same data, seed and "
-               "loop), oracle dashed.")
-    t = metrics.get(f"{HELEN}/table.json")
-    if not isinstance(t, dict) or not t.get("cells"):
-        f.missing = f"reports/{HELEN}/table.json {STUDY_MISSING}"
-        return f
-    models, opts = t["models"], t["optimizers"]
 
-    def draw(fig, ax):
-        width = 0.8 / max(1, len(opts))
-        vals = []
-        for j, o in enumerate(opts):
-            ys = [t["cells"][m].get(o, {}).get("auc", float("nan")) for m in models]
-            vals += [y for y in ys if y == y]
-            ax.bar([i + (j - (len(opts) - 1) / 2) * width for i in range(len(models))], ys, width, label=o)
-        if t.get("oracle_auc") is not None:
-            ax.axhline(t["oracle_auc"], color="#c44e52", ls="--", label=f"oracle {t['oracle_auc']:.4f}")
-            vals.append(t["oracle_auc"])
-        ax.set_xticks(range(len(models)), models)
-        ax.set_ylim(min(vals) - 0.01, max(vals) + 0.01)
-        ax.set_ylabel(f"test AUC ({t.get('split')})")
-        ax.legend(fontsize=8, ncol=4)
-        ax.grid(axis="y", alpha=0.3)
+    def draw(t: dict) -> bytes:
+        models, opts = t["models"], t["optimizers"]
 
-    f.caption += (f" Helen best for {t.get('helen_best_count')} of {len(models)} models; "
-                  f"{t.get('train_rows', 0):,} train rows, {t.get('epochs')} epochs, rho {t.get('rho')}, "
-                  f"variant {t.get('helen_variant')}. [{provenance(t)}]")
-    f.png = _fig_png(draw, size=(9.0, 3.8))
-    return f
+        def bars(fig, ax):
+            width = 0.8 / max(1, len(opts))
+            vals = []
+            for j, o in enumerate(opts):
+                ys = [t["cells"][m].get(o, {}).get("auc", float("nan")) for m in models]
+                vals += [y for y in ys if y == y]
+                ax.bar([i + (j - (len(opts) - 1) / 2) * width for i in range(len(models))], ys, width, label=o)
+            if t.get("oracle_auc") is not None:
+                ax.axhline(t["oracle_auc"], color="#c44e52", ls="--", label=f"oracle {t['oracle_auc']:.4f}")
+                vals.append(t["oracle_auc"])
+            ax.set_xticks(range(len(models)), models)
+            ax.set_ylim(min(vals) - 0.01, max(vals) + 0.01)
+            ax.set_ylabel(f"test AUC ({t.get('split')})")
+            ax.legend(fontsize=8, ncol=4)
+            ax.grid(axis="y", alpha=0.3)
+
+        return _fig_png(bars, size=(9.0, 3.8))
+
+    def extra(t: dict) -> str:
+        return (f" Helen best for {t.get('helen_best_count')} of {len(t['models'])} models; "
+                f"{t.get('train_rows', 0):,} train rows, {t.get('epochs')} epochs, rho {t.get('rho')}, "
+                f"variant {t.get('helen_variant')}.")
+
+    return _study_figure(metrics, Figure(
+        "helen_table", "Helen study: 7 models × Adam / SAM / Helen",
+        "Test AUC of every model under each optimizer on the study's smaller world (same data, seed and loop), "
+        "oracle dashed."), "table.json", "cells", draw, extra)
 
 
 def helen_rho(metrics: Metrics) -> Figure:
-    f = Figure("helen_rho", "Helen study: test AUC against rho (release vs recdag variant)",
-               "Helen's test AUC and logloss against its perturbation radius rho on the study's world, one line "
-               "per variant, Adam / SAM of the same model as references.")
-    c = metrics.get(f"{HELEN}/rho.json")
-    if not isinstance(c, dict) or not c.get("series"):
-        f.missing = f"reports/{HELEN}/rho.json {STUDY_MISSING}"
-        return f
     from pipeline.ctr.study import rho_figure
 
-    f.caption += f" [{provenance(c)}]"
-    f.png = rho_figure(c)
-    return f
+    return _study_figure(metrics, Figure(
+        "helen_rho", "Helen study: test AUC against rho (release vs recdag variant)",
+        "Helen's test AUC and logloss against its perturbation radius rho on the study's world, one line per "
+        "variant, Adam / SAM of the same model as references."), "rho.json", "series", rho_figure)
 
 
 def helen_sharpness(metrics: Metrics) -> Figure:
-    f = Figure("helen_sharpness", "Helen study: sharpness against feature frequency (the paper's Figure 1)",
-               "Top Hessian eigenvalue of sampled feature values' embeddings against their training frequency, "
-               "per optimizer, with per-bin medians and a log-log fit.")
-    sh = metrics.get(f"{HELEN}/sharpness.json")
-    if not isinstance(sh, dict) or not sh.get("models"):
-        f.missing = f"reports/{HELEN}/sharpness.json {STUDY_MISSING}"
-        return f
     from pipeline.ctr.sharpness import sharpness_figure
 
-    f.caption += f" [{provenance(sh)}]"
-    f.png = sharpness_figure(sh)
-    return f
+    return _study_figure(metrics, Figure(
+        "helen_sharpness", "Helen study: sharpness against feature frequency (the paper's Figure 1)",
+        "Top Hessian eigenvalue of sampled feature values' embeddings against their training frequency, per "
+        "optimizer, with per-bin medians and a log-log fit."), "sharpness.json", "models", sharpness_figure)
 
 
 def tenrec_protocols(metrics: Metrics) -> Figure:
