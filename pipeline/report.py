@@ -200,17 +200,24 @@ def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
 
 
 HELEN = "studies/helen"
-STUDY_MISSING = "absent: the Helen study has not run (dvc repro studies/helen/dvc.yaml)"
+AMAZON_STUDY = "studies/amazon"
+
+
+def _study_missing(study: str) -> str:
+    return f"absent: the {study.split('/')[-1].capitalize()} study has not run (dvc repro {study}/dvc.yaml)"
+
+
+STUDY_MISSING = _study_missing(HELEN)
 
 
 def _study_figure(metrics: Metrics, f: Figure, file: str, key: str, draw: Callable[[dict], bytes],
-                  extra: Callable[[dict], str] = lambda m: "") -> Figure:
-    """``f`` drawn by ``draw`` (PNG bytes from the file's JSON) from ``reports/studies/helen/<file>``, its caption
+                  extra: Callable[[dict], str] = lambda m: "", study: str = HELEN) -> Figure:
+    """``f`` drawn by ``draw`` (PNG bytes from the file's JSON) from ``reports/<study>/<file>``, its caption
     completed by ``extra`` and the file's provenance; said missing when the study has not run (or ``key`` is
     empty)."""
-    m = metrics.get(f"{HELEN}/{file}")
+    m = metrics.get(f"{study}/{file}")
     if not isinstance(m, dict) or not m.get(key):
-        f.missing = f"reports/{HELEN}/{file} {STUDY_MISSING}"
+        f.missing = f"reports/{study}/{file} {_study_missing(study)}"
         return f
     f.caption += f"{extra(m)} [{provenance(m)}]"
     f.png = draw(m)
@@ -281,6 +288,36 @@ def helen_sharpness(metrics: Metrics) -> Figure:
         "helen_sharpness", "Helen study: sharpness against feature frequency (the paper's Figure 1)",
         "Top Hessian eigenvalue of sampled feature values' embeddings against their training frequency, per "
         "optimizer, with per-bin medians and a log-log fit."), "sharpness.json", "models", sharpness_figure)
+
+
+def amazon_transfer(metrics: Metrics) -> Figure:
+    from pipeline.seqrec.study import transfer_figure
+
+    def extra(t: dict) -> str:
+        return (f" Pretrained above scratch at the smallest share in {t.get('transfer_holds_count')} of "
+                f"{t.get('transfer_cells')} (dataset, recipe) pairs.")
+
+    return _study_figure(metrics, Figure(
+        "amazon_transfer", "Amazon study: does pretraining transfer where fine-tuning data is scarce?",
+        "Test NDCG@10 (full ranking, leave-one-out, every user evaluated) against the seeded share of each "
+        "catalogue's training users fine-tuned on: scratch dashed, pretrained solid, per recipe (srt = the "
+        "release's, recdag = ours), oracle dotted."), "transfer.json", "cells", transfer_figure, extra,
+        study=AMAZON_STUDY)
+
+
+def amazon_scaling_study(metrics: Metrics) -> Figure:
+    from pipeline.seqrec.study import scaling_figure
+
+    def extra(s: dict) -> str:
+        fits = "; ".join(f"{x} {int(sc):,}: alpha {fit['alpha']:.3f}" for x, per in s.get("fits", {}).items()
+                         for sc, fit in per.items() if fit.get("alpha") is not None)
+        return f" Fitted exponents: {fits}."
+
+    return _study_figure(metrics, Figure(
+        "amazon_scaling_study", "Amazon study: NDCG against model size, one line per data scale",
+        "Test NDCG@5 (sampled_10000) against non-embedding parameters (log-log) for four sizes up to 4x128, "
+        "one line per pretraining set with its fitted power law dotted, per recipe; oracle dashed."),
+        "scaling.json", "rows", scaling_figure, extra, study=AMAZON_STUDY)
 
 
 def tenrec_protocols(metrics: Metrics) -> Figure:
@@ -427,6 +464,8 @@ FIGURES: list[tuple[str, Callable[[Metrics], Figure]]] = [
     ("Tenrec", tenrec_encoder_scaling),
     ("Amazon scaling", amazon_scaling),
     ("Amazon scaling", amazon_finetune),
+    ("Amazon study (studies/amazon)", amazon_transfer),
+    ("Amazon study (studies/amazon)", amazon_scaling_study),
 ]
 
 
@@ -594,5 +633,15 @@ def headline(metrics: Metrics) -> list[str]:
         for r in ft:
             md.append(_row(r["run"], r["test_ndcg@10"], r.get("test_hr@10"), r.get("oracle_test_ndcg@10"),
                            r.get("protocol")))
+        md.append("")
+    tr = metrics.get(f"{AMAZON_STUDY}/transfer.json")
+    if isinstance(tr, dict) and tr.get("cells"):
+        md += [f"**Amazon study: transfer where data is scarce** (test NDCG@10, {tr.get('protocol')}; "
+               f"{provenance(tr)})", "", "| dataset | recipe | share of users | scratch | pretrained | oracle |",
+               "|---|---|---|---|---|---|"]
+        for d, per in tr["cells"].items():
+            for x, cs in per.items():
+                for k, c in sorted(cs.items(), key=lambda kv: float(kv[0])):
+                    md.append(_row(d, x, k, c["scratch"]["ndcg@10"], c["pretrained"]["ndcg@10"], c.get("oracle_ndcg@10")))
         md.append("")
     return md

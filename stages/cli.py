@@ -59,6 +59,10 @@ COMMANDS: dict[str, dict[str, str]] = {
         "helen-run": "stages.studies.helen_run:helen_run",
         "helen-table": "stages.studies.helen_table:helen_table",
         "helen-sharpness": "stages.studies.helen_sharpness:helen_sharpness",
+        "amazon-pretrain": "stages.studies.amazon_pretrain:amazon_pretrain",
+        "amazon-transfer": "stages.studies.amazon_transfer:amazon_transfer",
+        "amazon-scaling": "stages.studies.amazon_scaling:amazon_scaling",
+        "amazon-table": "stages.studies.amazon_table:amazon_table",
     },
     "": {                                                   # top-level commands
         "report": "stages.report:report",

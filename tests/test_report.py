@@ -55,6 +55,8 @@ def test_figures_drawn_or_explained(reports):
         assert figs[name].png.startswith(b"\x89PNG"), name
     assert "Helen best for 1 of 2 models" in figs["helen_table"].caption
     assert "dvc repro studies/helen/dvc.yaml" in figs["helen_sharpness"].missing
+    assert "dvc repro studies/amazon/dvc.yaml" in figs["amazon_transfer"].missing
+    assert "dvc repro studies/amazon/dvc.yaml" in figs["amazon_scaling_study"].missing
     missing = figs["avazu_llm_vs_baseline"]
     assert not missing.png and "evaluation.json" in missing.missing
     # every number carries its provenance
@@ -103,3 +105,31 @@ def test_page_renders_in_headless_chromium(reports, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_amazon_study_figures_and_headline(tmp_path):
+    """The Amazon study's transfer figure (fraction × scratch/pretrained × recipe) and scaling figure with its
+    fitted exponents are drawn from reports/studies/amazon/*.json, with their provenance."""
+    from pipeline.seqrec import study as ss
+
+    prov = {"protocol": "full_ranking", "split": "leave-one-out", "synthetic": True}
+    cells = [{**prov, "recipe": r, "dataset": "beauty", "user_frac": f, "train_users": int(f * 100), "users": 100,
+              "scratch": {"ndcg@10": 0.02 + f / 10}, "pretrained": {"ndcg@10": 0.1 + f / 20}, "oracle_ndcg@10": 0.17}
+             for r in ("srt", "recdag") for f in (0.05, 1.0)]
+    rows = [{**prov, "protocol": "sampled_10000", "recipe": "recdag", "size": z, "scale": sc, "interactions": sc,
+             "params_non_embedding": n, "test_ndcg@5": y, "oracle_test_ndcg@5": 0.14}
+            for sc, z, n, y in ((20000, "1x32", 1.5e4, 0.03), (20000, "2x64", 1.1e5, 0.04), (80000, "1x32", 1.5e4, 0.08),
+                                (80000, "2x64", 1.1e5, 0.09))]
+    root = tmp_path / "reports"
+    write(root, "studies/amazon/transfer.json", ss.transfer_table(cells))
+    write(root, "studies/amazon/scaling.json", ss.scaling_table(rows))
+    metrics = rp.load_metrics(root)
+    figs = {f.name: f for s in rp.build(metrics) for f in s.figures}
+    for name in ("amazon_transfer", "amazon_scaling_study"):
+        assert figs[name].png.startswith(b"\x89PNG"), name
+    assert "in 2 of 2 (dataset, recipe) pairs" in figs["amazon_transfer"].caption
+    assert "full_ranking" in figs["amazon_transfer"].caption and "synthetic data" in figs["amazon_transfer"].caption
+    assert "recdag 20,000: alpha" in figs["amazon_scaling_study"].caption
+    md = "\n".join(rp.headline(metrics))
+    assert "transfer where data is scarce" in md and "| beauty | srt | 0.05 |" in md
+

@@ -64,6 +64,44 @@ def test_repro_then_exp_run_scratch(repo):
     assert beauty["from"] == "scratch" and set(beauty["variants"]) == {"scratch"}
 
 
+def test_study_reduced_grid_runs_the_study_stages_only_then_nothing(repo):
+    """`dvc repro studies/amazon/dvc.yaml` on a reduced grid over the branch's data (already built above): only
+    study stages run; the transfer table has scratch and pretrained for both recipes at every share, the
+    scaling table a fit per (recipe, scale); a second run does nothing."""
+    spec = repo / "studies" / "amazon" / "dvc.yaml"
+    text = spec.read_text()
+    for old, new in (("dataset: [beauty, sports]", "dataset: [beauty]"), ("frac: [0.05, 0.2, 1.0]", "frac: [0.5, 1.0]"),
+                     ("scale: [20000, 80000]", "scale: [1500, 4000]"), ('size: ["1x32", "2x64", "3x96", "4x128"]',
+                                                                          'size: ["1x16", "2x16"]')):
+        assert old in text, old
+        text = text.replace(old, new)
+    text = text.replace("      recipe: [srt, recdag]\n      scale:", "      recipe: [srt]\n      scale:")
+    spec.write_text(text)
+    (repo / "studies" / "amazon" / "dvc.lock").unlink(missing_ok=True)
+    set_params(repo, **{"finetune.srt.epochs_per_layer": 1, "finetune.srt.final_epochs": 1,
+                        "finetune.srt.ewc_batches": 2, "finetune.srt.num_negatives": 32})
+    out = sh(repo, "dvc", "repro", "studies/amazon/dvc.yaml")
+    stages = sorted(s.split(":")[-1] for s in ran(out.stdout + out.stderr))
+    assert stages == sorted(["amazon_study_pretrain@srt", "amazon_study_pretrain@recdag", "amazon_study_table",
+                             *(f"amazon_transfer@{r}-beauty-{f}" for r in ("srt", "recdag") for f in ("0.5", "1.0")),
+                             *(f"amazon_scaling@srt-{s}-{z}" for s in (1500, 4000) for z in ("1x16", "2x16"))])
+    rep = repo / "reports" / "studies" / "amazon"
+    t = json.loads((rep / "transfer.json").read_text())
+    assert t["recipes"] == ["srt", "recdag"] and t["fracs"] == [0.5, 1.0] and t["protocol"] == "full_ranking"
+    cell = t["cells"]["beauty"]["srt"]["0.5"]
+    assert cell["train_users"] < cell["users"] and cell["phases"] == ["unfreeze-1", "all"]
+    assert 0 < cell["oracle_ndcg@10"] <= 1 and {"scratch", "pretrained"} <= set(cell)
+    pre = json.loads((rep / "runs" / "pretrain-srt.json").read_text())
+    assert pre["recipe"] == "srt" and pre["size"] == "1x16"
+    s = json.loads((rep / "scaling.json").read_text())
+    assert s["recipes"] == ["srt"] and set(s["fits"]["srt"]) == {"1500", "4000"} and len(s["rows"]) == 4
+    assert all(f["points"] == 2 for f in s["fits"]["srt"].values())
+    for f in ("transfer.png", "scaling.png"):
+        assert (rep / f).read_bytes().startswith(b"\x89PNG")
+    assert "Transfer" in (rep / "tables.md").read_text()
+    assert ran(sh(repo, "dvc", "repro", "studies/amazon/dvc.yaml").stdout) == []
+
+
 def test_bad_input_exits_2_and_writes_nothing(repo):
     raw = repo / "data/amazon/raw"
     meta = next((raw / "meta").iterdir())

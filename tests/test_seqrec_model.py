@@ -23,18 +23,19 @@ def text_tokens(seed=0):
     return title, brand
 
 
-def model(kind, dropout=0.0):
+def model(kind, dropout=0.0, arch="recdag"):
     torch.manual_seed(0)
-    kw = dict(dim=16, layers=2, heads=2, ffn_mult=2, max_len=8, dropout=dropout)
+    kw = dict(dim=16, layers=2, heads=2, ffn_mult=2, max_len=8, dropout=dropout, arch=arch)
     if kind == "id":
         return build_model("id", num_items=N_ITEMS, **kw).eval()
     t, b = text_tokens()
     return build_model("text", vocab_size=VOCAB, title_tokens=t, brand_tokens=b, **kw).eval()
 
 
+@pytest.mark.parametrize("arch", ["recdag", "srt"])
 @pytest.mark.parametrize("kind", ["id", "text"])
-def test_causal_mask_future_item_does_not_change_the_past(kind):
-    m = model(kind)
+def test_causal_mask_future_item_does_not_change_the_past(kind, arch):
+    m = model(kind, arch=arch)
     seq = torch.tensor([[0, 0, 3, 7, 9, 4, 11, 2]])
     h = m(seq)
     for t in range(2, 7):
@@ -170,13 +171,14 @@ def test_one_cycle_rule_sets_lr_per_step_and_resumes():
     assert math.isclose(rule2.lr_at(9), rule.lr_at(9))
 
 
+@pytest.mark.parametrize("arch", ["recdag", "srt"])
 @pytest.mark.parametrize("kind", ["id", "text"])
-def test_packed_rows_compute_what_padded_rows_compute(kind):
+def test_packed_rows_compute_what_padded_rows_compute(kind, arch):
     """Training and evaluation pack several sequences a row; every real position gets the hidden state it
-    gets in its own left-padded row, and no padding is computed."""
+    gets in its own left-padded row, and no padding is computed (both block layouts and position rules)."""
     from pipeline.seqrec.train import last_hidden, pack_rows
 
-    m = model(kind)
+    m = model(kind, arch=arch)
     g = torch.Generator().manual_seed(3)
     lens = [1, 3, 8, 2, 5, 1, 7, 4, 2]
     rows = torch.zeros((len(lens), 8), dtype=torch.long)
@@ -194,8 +196,9 @@ def test_packed_rows_compute_what_padded_rows_compute(kind):
     assert torch.allclose(last_hidden(m, rows), padded[:, -1], atol=1e-5)
 
 
-def test_packed_causal_mask_keeps_sequences_apart():
-    m = model("id")
+@pytest.mark.parametrize("arch", ["recdag", "srt"])
+def test_packed_causal_mask_keeps_sequences_apart(arch):
+    m = model("id", arch=arch)
     seq = torch.tensor([[3, 7, 9, 4, 11, 2, 0, 0]])
     seg = torch.tensor([[1, 1, 1, 2, 2, 2, 0, 0]])
     h = m(seq, seg)

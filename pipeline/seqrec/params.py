@@ -106,11 +106,35 @@ class AmazonParams:
 
 
 @dataclass(frozen=True)
+class SrtSchedule:
+    """pretrain.srt: the release's OneCycleLR settings (recipe srt only; pretraining and fine-tuning)."""
+
+    final_div_factor: float   # torch OneCycleLR: final lr = lr / div_factor / final_div_factor (release: 0.1)
+    base_momentum: float      # beta1 cycles between these, inverse to the lr (cycle_momentum; release: torch's)
+    max_momentum: float
+
+
+@dataclass(frozen=True)
+class SrtFinetune:
+    """finetune.srt: the release's fine-tuning procedure (finetune.recipe srt only)."""
+
+    num_negatives: int        # from-scratch runs, per row (release from_scratch: 300); pretrained runs use
+                              # pretrain.num_negatives (the release reuses the pretraining config's)
+    epochs_per_layer: int     # progressive unfreezing: epochs per newly unfrozen top block (release: 10)
+    final_epochs: int         # then every weight (release: 50)
+    freeze_embeddings: bool   # token and position embeddings frozen while blocks unfreeze (release: true)
+    ewc_lambda: float         # EWC penalty weight, 0 = off (release: 100)
+    ewc_batches: int          # pretraining batches the Fisher is averaged over (release: 3000)
+    grad_accum: int           # optimiser steps every this many batches (release fine-tuning: 10)
+
+
+@dataclass(frozen=True)
 class PretrainParams:
     """Pretraining (matrix: amazon.scales x pretrain.sizes) and the optimisation shared with finetune."""
 
     SECTION: ClassVar[str] = "pretrain"
 
+    recipe: Literal["recdag", "srt"]   # architecture + pretraining procedure (README "Recipes: srt vs recdag")
     sizes: list[str]           # model sizes '<layers>x<hidden>'
     heads: int
     ffn_mult: int              # FFN inner width = ffn_mult x hidden
@@ -130,6 +154,7 @@ class PretrainParams:
     patience: int
     eval_negatives: int        # sampled protocol: target vs this many uniformly sampled negatives
     eval_users: int            # users evaluated per split (0 = all)
+    srt: SrtSchedule
 
     def validate(self) -> None:
         if not self.sizes:
@@ -144,6 +169,12 @@ class PretrainParams:
         _common(self, "pretrain")
         if self.eval_negatives < 1:
             raise ConfigError(f"pretrain.eval_negatives: {self.eval_negatives} must be >= 1")
+        m = self.srt
+        if m.final_div_factor <= 0:
+            raise ConfigError(f"pretrain.srt.final_div_factor: {m.final_div_factor} must be > 0")
+        if not 0.0 <= m.base_momentum <= m.max_momentum < 1.0:
+            raise ConfigError(f"pretrain.srt.base_momentum / max_momentum: {m.base_momentum} / {m.max_momentum} "
+                              "must satisfy 0 <= base <= max < 1")
 
 
 @dataclass(frozen=True)
@@ -152,6 +183,7 @@ class FinetuneParams:
 
     SECTION: ClassVar[str] = "finetune"
 
+    recipe: Literal["recdag", "srt"]   # fine-tuning procedure (the architecture is pretrain.recipe's)
     from_: Literal["scratch", "pretrained"] = field(metadata={"key": "from"})
     init_scale: int            # the pretrained run to start from (and whose architecture scratch uses)
     init_size: str
@@ -162,9 +194,23 @@ class FinetuneParams:
     lr: float
     patience: int
     mask_history: bool         # full ranking: a user's earlier items are not ranked (RecBole's full sort)
+    user_frac: float           # seeded share of the training users fine-tuned on (valid/test: every user)
+    srt: SrtFinetune
 
     def validate(self) -> None:
         parse_size(self.init_size, "finetune.init_size")
+        if not 0.0 < self.user_frac <= 1.0:
+            raise ConfigError(f"finetune.user_frac: {self.user_frac} is not in (0, 1]")
+        s = self.srt
+        for key, v, lo in (("num_negatives", s.num_negatives, 1), ("epochs_per_layer", s.epochs_per_layer, 0),
+                           ("final_epochs", s.final_epochs, 0), ("ewc_batches", s.ewc_batches, 1),
+                           ("grad_accum", s.grad_accum, 1)):
+            if v < lo:
+                raise ConfigError(f"finetune.srt.{key}: {v} must be >= {lo}")
+        if s.epochs_per_layer + s.final_epochs < 1:
+            raise ConfigError("finetune.srt.epochs_per_layer / final_epochs: the progressive schedule has no epoch")
+        if s.ewc_lambda < 0:
+            raise ConfigError(f"finetune.srt.ewc_lambda: {s.ewc_lambda} must be >= 0")
         for key, v in (("finetune.epochs", self.epochs), ("finetune.batch_size", self.batch_size),
                        ("finetune.patience", self.patience)):
             if v < 1:

@@ -187,18 +187,31 @@ def sample_negatives(g: np.random.Generator, num_items: int, k: int, exclude: np
 
 
 class SeqRecTask(Task):
+    """``negatives``: ``shared`` (recdag: one draw of ``num_negatives`` for the whole batch) or ``per_row``
+    (the srt release, ``nce_global_negatives: false``: ``num_negatives`` drawn for every position).
+    ``smoothing``: added to every item's count before q is formed (the release counts every item once more:
+    ``Counter({i: 1 for i in items})``). ``penalty``: a callable(model) added to every batch loss (EWC).
+    ``keep``: ``best`` (the loop's early stopping and best reload on ``monitor``) or ``last`` (the release's
+    fine-tuning stages, ``saved=False``: no early stopping, the last epoch is kept; the monitored figure is
+    then the step counter, which always improves, and ``monitor`` is still logged)."""
+
     def __init__(self, *, loss: str, num_items: int, num_negatives: int = 0, popularity: np.ndarray | None = None,
                  neg_alpha: float = 1.0, logq: bool = True, protocol: str = "full_ranking",
                  eval_negatives: int = 0, mask_history: bool = True, monitor: str = "ndcg@10",
-                 oracle=None, seed: int = 0, eval_batch: int = 256, pack: bool = True):
+                 oracle=None, seed: int = 0, eval_batch: int = 256, pack: bool = True,
+                 negatives: str = "shared", smoothing: float = 0.0, penalty=None, keep: str = "best"):
         if loss not in ("ce", "sampled"):
             raise ValueError(f"loss: {loss}")
+        if negatives not in ("shared", "per_row") or keep not in ("best", "last"):
+            raise ValueError(f"negatives: {negatives}, keep: {keep}")
         self.loss_name, self.num_items, self.num_negatives = loss, num_items, num_negatives
         self.logq, self.protocol, self.eval_negatives = logq, protocol, eval_negatives
-        self.mask_history, self.monitor, self.oracle, self.seed = mask_history, monitor, oracle, seed
+        self.mask_history, self.oracle, self.seed = mask_history, oracle, seed
         self.eval_batch, self.pack = eval_batch, pack       # pack=False: one sequence a row (benchmark)
+        self.negatives, self.penalty, self.keep, self.metric = negatives, penalty, keep, monitor
+        self.monitor = "step" if keep == "last" else monitor
         if loss == "sampled":
-            counts = np.asarray(popularity, dtype=np.float64)[1:num_items + 1]
+            counts = np.asarray(popularity, dtype=np.float64)[1:num_items + 1] + smoothing
             q = np.maximum(counts, 0.0) ** neg_alpha
             q = q / q.sum()
             self.q = torch.from_numpy(np.concatenate([[0.0], q])).float()       # index 0 = padding, never drawn
@@ -210,10 +223,19 @@ class SeqRecTask(Task):
         inp, tgt = x[:, :-1].long(), x[:, 1:].long()
         return inp, tgt, (tgt != 0) & (inp != 0)
 
-    def draw_negatives(self, device=None) -> torch.Tensor:
+    def draw_negatives(self, device=None, rows: int = 0) -> torch.Tensor:
+        """[K] shared negatives, or [rows, K] (one draw per row) when ``rows`` > 0."""
+        if rows:
+            return torch.multinomial(self.q, rows * self.num_negatives, replacement=True).view(rows, -1).to(device)
         return torch.multinomial(self.q, self.num_negatives, replacement=True).to(device)
 
     def loss(self, model, x, y):
+        out = self._loss(model, x, y)
+        if self.penalty is not None:
+            out = out + self.penalty(getattr(model, "module", model))
+        return out
+
+    def _loss(self, model, x, y):
         inp, tgt, mask = self.positions(x)
         if self.pack:
             inp, tgt, seg, _ = pack_rows(inp, tgt)                # several sequences a row, no padding
@@ -227,20 +249,30 @@ class SeqRecTask(Task):
             logits = h @ raw.all_item_vectors().T
             logits[:, 0] = float("-inf")
             return F.cross_entropy(logits, pos)
-        return self.sampled_loss(getattr(model, "module", model), h, pos, self.draw_negatives(h.device))
+        rows = len(pos) if self.negatives == "per_row" else 0
+        return self.sampled_loss(getattr(model, "module", model), h, pos, self.draw_negatives(h.device, rows))
 
     def sampled_loss(self, model, h: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """InfoNCE with shared negatives; every needed item vector from one batched encoder pass."""
-        uniq, inv = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        """InfoNCE with shared negatives [K] or per-row negatives [m, K]; every needed item vector from one
+        batched encoder pass."""
+        uniq, inv = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
         vec = model.item_vectors(uniq)                            # the one pass
-        pos_v, neg_v = vec[inv[:len(pos)]], vec[inv[len(pos):]]
-        return self.infonce(h, pos, neg, (h * pos_v).sum(-1), h @ neg_v.T)
+        pos_v = vec[inv[:len(pos)]]
+        if neg.dim() == 1:
+            s_neg = h @ vec[inv[len(pos):]].T
+        elif len(uniq) <= 64 * neg.shape[1]:                      # one GEMM over the distinct items, then gather:
+                                                                  # 2x faster than gathering [m, K, d] (12k items)
+            s_neg = (h @ vec.T).gather(1, inv[len(pos):].view(neg.shape))
+        else:
+            s_neg = torch.einsum("md,mkd->mk", h, vec[inv[len(pos):].view(neg.shape)])
+        return self.infonce(h, pos, neg, (h * pos_v).sum(-1), s_neg)
 
     def infonce(self, h, pos, neg, s_pos: torch.Tensor, s_neg: torch.Tensor) -> torch.Tensor:
+        neg2 = neg if neg.dim() == 2 else neg.unsqueeze(0)        # [m or 1, K]
         if self.logq:
             s_pos = s_pos - self.log_q.to(h.device)[pos]
-            s_neg = s_neg - self.log_q.to(h.device)[neg].unsqueeze(0)
-        s_neg = s_neg.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf"))   # accidental hits
+            s_neg = s_neg - self.log_q.to(h.device)[neg2]
+        s_neg = s_neg.masked_fill(neg2 == pos.unsqueeze(1), float("-inf"))                # accidental hits
         logits = torch.cat([s_pos.unsqueeze(1), s_neg], 1)
         return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=h.device))
 
@@ -253,7 +285,10 @@ class SeqRecTask(Task):
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, trainer, data: EvalSet) -> dict:
-        return self.evaluate_model(trainer.raw_model, data)
+        out = self.evaluate_model(trainer.raw_model, data)
+        if self.keep == "last":
+            out["step"] = float(trainer.state.global_step)
+        return out
 
     @torch.no_grad()
     def evaluate_model(self, model, data: EvalSet, with_oracle: bool = False) -> dict:
