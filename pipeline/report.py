@@ -97,30 +97,54 @@ def provenance(m: dict) -> str:
 # ------------------------------------------------------------------------------------------------ figures
 
 
+def _curve_key(rows: list) -> str | None:
+    """The validation metric a curve file tracks: valid_auc, else the loop's monitor, else its first valid_*."""
+    return next((k for k in ("valid_auc", "monitor") if k in rows[0]),
+                next((k for k in rows[0] if k.startswith("valid_")), None))
+
+
 def training_curves(metrics: Metrics) -> Figure:
-    """Every ``*curve*.json`` list of evaluations: the monitored validation metric per evaluation."""
+    """Every ``*curve*.json`` list of evaluations as small multiples: one panel per validation metric (AUC,
+    NDCG@5, Recall@100, ... never on one axis), one line per training stage."""
     curves = {k: v for k, v in metrics.items() if "curve" in Path(k).stem and isinstance(v, list) and v}
     f = Figure("training_curves", "Training curves",
-               "Validation metric per evaluation of every training stage (the loop's monitor; "
+               "Validation metric per evaluation of every training stage, one panel per metric (the loop's monitor; "
                "validation split of each stage's own data).")
-    if not curves:
+    panels: dict[str, list[tuple[str, list]]] = {}
+    for name, rows in curves.items():
+        key = _curve_key(rows) if isinstance(rows[0], dict) else None
+        if key is not None:
+            panels.setdefault(key, []).append((name, rows))
+    if not panels:
         f.missing = "no *curve*.json files under reports/"
         return f
+    import matplotlib
 
-    def draw(fig, ax):
-        for name, rows in curves.items():
-            key = next((k for k in ("valid_auc", "monitor") if k in rows[0]),
-                       next((k for k in rows[0] if k.startswith("valid_")), None))
-            if key is None:
-                continue
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.1 * nrows), squeeze=False)
+    for ax, (key, series) in zip(axes.flat, sorted(panels.items())):
+        for name, rows in series:
             x = [r.get("step", i) for i, r in enumerate(rows)]
-            ax.plot(x, [r[key] for r in rows], marker="o", ms=3, label=f"{name} ({key})")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("validation metric")
-        ax.legend(fontsize=7)
+            ax.plot(x, [r[key] for r in rows], marker="o", ms=3,
+                    label=Path(name).stem.replace("_curve", "") + f" ({Path(name).parts[0]})")
+        ax.set_title(key.replace("valid_", "valid "), fontsize=10)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel(key.replace("valid_", ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
-
-    f.png = _fig_png(draw, size=(7.5, 4.2))
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    f.png = buf.getvalue()
+    f.caption += f" {len(panels)} panels: {', '.join(sorted(panels))}."
     return f
 
 
@@ -514,19 +538,27 @@ def build(metrics: Metrics, figures=None) -> list[Section]:
     return list(sections.values())
 
 
-def render_html(sections: list[Section], synthetic_any: bool) -> str:
+def render_html(sections: list[Section], synthetic_any: bool, found: list[Finding] | None = None,
+                prov: dict | None = None) -> str:
     h = ["<!doctype html><html><head><meta charset='utf-8'><title>recdag report</title>",
          "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;"
          "padding:2px 6px;text-align:left}figure{margin:1em 0}figcaption{font-size:13px;color:#555}"
-         ".missing{color:#a00;font-style:italic}details{margin:0.3em 0}</style></head><body>",
+         ".missing{color:#a00;font-style:italic}details{margin:0.3em 0}"
+         "#findings td,#findings th{font-size:13px;vertical-align:top}.v-reproduced{color:#176b2c}"
+         ".v-not-reproduced{color:#a00}.v-not-applicable{color:#666}#provenance{font-size:12px;color:#444;"
+         "border-left:3px solid #ccc;padding-left:0.6em}</style></head><body>",
          "<h1>recdag report</h1>"]
+    if prov is not None:
+        h.append("<div id='provenance'>" + "<br>".join(html.escape(x) for x in provenance_lines(prov)) + "</div>")
+    h.append("<h2 id='what-this-run-found'>What this run found</h2>")
+    h.append(findings_html(found or []))
     if synthetic_any:
         h.append("<p><b>Some figures below come from the embedded synthetic worlds</b> (each figure and table "
                  "says which); on synthetic data the oracle (the generator's true probabilities) is shown "
                  "beside the model.</p>")
     for s in sections:
-        h.append(f"<h2>{html.escape(s.title)}</h2>")
+        h.append(f"<h2 id='{anchor(s.title)}'>{html.escape(s.title)}</h2>")
         for f in s.figures:
             h.append(f"<h3>{html.escape(f.title)}</h3>")
             if f.missing:
@@ -544,9 +576,13 @@ def render_html(sections: list[Section], synthetic_any: bool) -> str:
     return "\n".join(h)
 
 
-def render_markdown(sections: list[Section], plots_rel: str, headline: list[str]) -> str:
+def render_markdown(sections: list[Section], plots_rel: str, headline: list[str],
+                    found: list[Finding] | None = None, prov: dict | None = None) -> str:
     md = ["# recdag report", "", "Generated by the `report` stage from every branch's metrics "
           "(`reports/index.html` is the same with every table).", ""]
+    if prov is not None:
+        md += [f"> {x}  " for x in provenance_lines(prov)] + [""]
+    md.extend(findings_markdown(found or []))
     md.extend(headline)
     for s in sections:
         if s.title == "Every metric file":
@@ -645,3 +681,205 @@ def headline(metrics: Metrics) -> list[str]:
                     md.append(_row(d, x, k, c["scratch"]["ndcg@10"], c["pretrained"]["ndcg@10"], c.get("oracle_ndcg@10")))
         md.append("")
     return md
+
+
+# ------------------------------------------------------------------------------------------------ what this run found
+
+
+@dataclass
+class Finding:
+    """One row of the page's first table: a seed's claim, what this run measured (beside the oracle and, where
+    one exists, the seed's own recipe), a one-word verdict and the section holding the evidence."""
+
+    branch: str
+    claim: str
+    measured: str
+    oracle: str
+    seed_recipe: str
+    verdict: str                 # reproduced | not reproduced | not applicable
+    section: str                 # the Section title the row links to
+
+
+def _f4(v) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+def findings(metrics: Metrics) -> list[Finding]:
+    """The seeds' central claims against this run's metric files (rows only for the files present)."""
+    out: list[Finding] = []
+    ev = metrics.get("avazu/evaluation.json")
+    if isinstance(ev, dict) and ev.get("headline"):
+        a = ev["headline"]["x4_test_auc"]
+        base, p2, seed2 = a.get("baseline"), a.get("llm_phase2"), a.get("llm_phase2_seed")
+        out.append(Finding(
+            "Avazu / LLM-CTR", "a frozen LLM fed the CTR model's embeddings as soft tokens matches or beats that CTR "
+            "model on x4 (seed 000)", f"x4 test AUC: phase 2 {_f4(p2)} vs baseline {_f4(base)} "
+            f"({(p2 or 0) - (base or 0):+.4f}, leak-free)", _f4(a.get("oracle")),
+            f"seed's leaky protocol: phase 2 {_f4(seed2)}",
+            "reproduced" if p2 is not None and base is not None and p2 >= base else "not reproduced", "Avazu / LLM-CTR"))
+    t, o = metrics.get("studies/helen/table.json"), metrics.get("studies/helen/optimizers.json")
+    if isinstance(t, dict) and t.get("cells"):
+        n, best = len(t["models"]), t.get("helen_best_count", 0)
+        opt = (o or {}).get("optimizers", {}) if isinstance(o, dict) else {}
+        default = (f"; default DeepFM: Helen {_f4(opt['helen']['auc'])}, Adam {_f4(opt['adam']['auc'])}, "
+                   f"SAM {_f4(opt['sam']['auc'])}") if {"helen", "adam", "sam"} <= set(opt) else ""
+        out.append(Finding(
+            "Avazu / Helen", "Helen (frequency-scaled SAM on embeddings) beats Adam and SAM across CTR models",
+            f"Helen best for {best} of {n} models{default}", _f4(t.get("oracle_auc")),
+            f"Helen as released (variant {t.get('helen_variant')}, rho {t.get('rho')})",
+            "reproduced" if best > n / 2 else "not reproduced", "Helen study (studies/helen)"))
+    te = metrics.get("tenrec/evaluate.json")
+    if isinstance(te, dict) and te.get("metrics"):
+        m = te["metrics"].get("sampled_128") or next(iter(te["metrics"].values()))
+        out.append(Finding(
+            "Tenrec", "a benchmark (two-tower retrieval → Fastformer ranker with click and like heads): no single "
+            "claim", f"ranker click AUC {_f4(m.get('auc'))}, like AUC {_f4(m.get('like_auc'))} (sampled_128)",
+            f"{_f4(m.get('oracle_auc'))} / {_f4(m.get('oracle_like_auc'))}", "–", "not applicable", "Tenrec"))
+    tr = metrics.get("studies/amazon/transfer.json")
+    if isinstance(tr, dict) and tr.get("cells"):
+        small, full = str(tr["fracs"][0]), str(tr["fracs"][-1])
+        gains = {x: [tr["gains"][d][x].get(small) for d in tr["datasets"]] for x in tr["recipes"]}
+        full_g = [tr["gains"][d][x].get(full) for d in tr["datasets"] for x in tr["recipes"]]
+        srt = ", ".join(f"{g:+.3f}" for g in gains.get("srt", []) if g is not None)
+        rec = ", ".join(f"{g:+.3f}" for g in gains.get("recdag", []) if g is not None)
+        out.append(Finding(
+            "Amazon", "a transformer pretrained on scaled Amazon data transfers to a new catalogue (pretrained > "
+            "scratch)", f"test NDCG@10 gain of pretrained over scratch with {float(small):.0%} of the users: recdag "
+            f"{rec or '–'}; with all users {min(full_g):+.3f}..{max(full_g):+.3f}",
+            " / ".join(f"{d} {_f4(tr['cells'][d][tr['recipes'][0]][small].get('oracle_ndcg@10'))}"
+                       for d in tr["datasets"]),
+            f"srt recipe: {srt or '–'}",
+            "reproduced" if tr.get("transfer_holds_count", 0) > tr.get("transfer_cells", 0) / 2 else "not reproduced",
+            "Amazon study (studies/amazon)"))
+    sc = metrics.get("studies/amazon/scaling.json")
+    if isinstance(sc, dict) and sc.get("fits"):
+        fits = {x: {k: v for k, v in per.items() if v.get("alpha") is not None} for x, per in sc["fits"].items()}
+        show = lambda x: "; ".join(f"{int(k):,}: alpha {v['alpha']:.3f} (R² {v['r2']:.2f})"   # noqa: E731
+                                   for k, v in fits.get(x, {}).items())
+        holds = any(v["alpha"] > 0.05 and (v.get("r2") or 0) >= 0.8 for per in fits.values() for v in per.values())
+        orc = sorted({r.get("oracle_test_ndcg@5") for r in sc.get("rows", []) if r.get("oracle_test_ndcg@5")})
+        out.append(Finding(
+            "Amazon", "test NDCG grows as a power of the model's non-embedding parameters (one curve per data scale)",
+            f"recdag: {show('recdag') or '–'}", " / ".join(_f4(v) for v in orc) or "–", f"srt: {show('srt') or '–'}",
+            "reproduced" if holds else "not reproduced", "Amazon study (studies/amazon)"))
+    return out
+
+
+def anchor(title: str) -> str:
+    """The HTML id of a section."""
+    return "sec-" + "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+
+
+def findings_markdown(rows: list[Finding]) -> list[str]:
+    if not rows:
+        return []
+    md = ["## What this run found", "",
+          "| branch | the seed's claim | measured | oracle | seed's recipe | verdict |", "|---|---|---|---|---|---|"]
+    md += [f"| {r.branch} | {r.claim} | {r.measured} | {r.oracle} | {r.seed_recipe} | **{r.verdict}** |" for r in rows]
+    return md + [""]
+
+
+def findings_html(rows: list[Finding]) -> str:
+    if not rows:
+        return "<p class='missing'>no branch metrics to summarise</p>"
+    head = "".join(f"<th>{c}</th>" for c in ("branch", "the seed's claim", "measured", "oracle", "seed's recipe",
+                                              "verdict"))
+    body = "".join(
+        f"<tr><td><a href='#{anchor(r.section)}'>{html.escape(r.branch)}</a></td><td>{html.escape(r.claim)}</td>"
+        f"<td>{html.escape(r.measured)}</td><td>{html.escape(r.oracle)}</td><td>{html.escape(r.seed_recipe)}</td>"
+        f"<td class='v-{r.verdict.replace(' ', '-')}'><b>{html.escape(r.verdict)}</b></td></tr>" for r in rows)
+    return f"<table id='findings'><tr>{head}</tr>{body}</table>"
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+
+
+def _git(root: Path, *args: str) -> str | None:
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+def _flat_params(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat_params(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def provenance_info(root: Path = Path(".")) -> dict:
+    """What produced the page: commit (and whether code or params had uncommitted changes), UTC date, params that differ from the
+    committed params.yaml (an experiment's), library versions, CPU/GPU, and whether the branch metrics are the
+    committed pin. Every field is None where it cannot be known (no git, no params.yaml)."""
+    import datetime
+    import os
+    import platform
+    from importlib import metadata
+
+    import yaml
+
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    commit = _git(root, "rev-parse", "--short", "HEAD")
+    # dirty: changed code or params; the run's own outputs (reports/, dvc.lock files) do not count
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports",
+                  ":(exclude)dvc.lock", ":(exclude)studies/*/dvc.lock")
+    fresh = _git(root, "status", "--porcelain", "--", *(f"reports/{d}" for d in READ_DIRS))
+    params_diff = None
+    committed = _git(root, "show", "HEAD:params.yaml")
+    if committed is not None and (root / "params.yaml").is_file():
+        old = _flat_params(yaml.safe_load(committed))
+        new = _flat_params(yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")))
+        params_diff = {k: {"committed": old.get(k), "used": new.get(k)} for k in sorted(set(old) | set(new))
+                       if old.get(k) != new.get(k)}
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:                                     # noqa: BLE001 (a broken CUDA setup: say none)
+        gpu = None
+    return {"commit": commit.strip() if commit else None, "dirty": None if status is None else bool(status.strip()),
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "params_changed": params_diff, "python": platform.python_version(),
+            "versions": {n: version(n) for n in ("torch", "transformers", "faiss-cpu", "dvc", "numpy")},
+            "cpu": f"{cpu} × {os.cpu_count()}", "gpu": gpu,
+            "metrics_are_the_pin": None if fresh is None else not fresh.strip()}
+
+
+def provenance_lines(p: dict) -> list[str]:
+    """The provenance block as short lines (the same on the page and in summary.md)."""
+    commit = p.get("commit") or "unknown (not a git checkout)"
+    dirty = {True: " with uncommitted changes", False: ", clean", None: ""}[p.get("dirty")]
+    changed = p.get("params_changed")
+    if changed is None:
+        params = "unknown (no committed params.yaml to compare)"
+    elif not changed:
+        params = "params.yaml as committed"
+    else:
+        params = "; ".join(f"{k}: {v['committed']!r} → {v['used']!r}" for k, v in list(changed.items())[:20])
+    pin = {True: "the committed pin (reports/ unchanged from HEAD)", False: "fresh: they differ from HEAD's pin",
+           None: "unknown"}[p.get("metrics_are_the_pin")]
+    v = ", ".join(f"{k} {x}" for k, x in (p.get("versions") or {}).items() if x)
+    return [f"commit {commit}{dirty}; generated {p.get('date_utc')} UTC", f"params: {params}",
+            f"Python {p.get('python')}, {v}", f"CPU {p.get('cpu')}; GPU {p.get('gpu') or 'none'}",
+            f"metrics: {pin}"]

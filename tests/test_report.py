@@ -66,7 +66,7 @@ def test_figures_drawn_or_explained(reports):
 def test_report_stage_writes_self_contained_page(reports):
     assert run_cli("report", "--reports-dir", str(reports)) == 0
     page = (reports / "index.html").read_text()
-    assert not re.search(r"""(src|href)\s*=\s*['"](?!data:)""", page), "the page must not reference files or URLs"
+    assert not re.search(r"""(src|href)\s*=\s*['"](?!data:|#)""", page), "the page must not reference files or URLs"
     assert page.count("data:image/png;base64,") == 4
     assert "not drawn" in page and "synthetic" in page
     md = (reports / "summary.md").read_text()
@@ -90,7 +90,8 @@ def test_page_renders_in_headless_chromium(reports, tmp_path):
     assert run_cli("report", "--reports-dir", str(reports)) == 0
     # a copy of the page with a probe that writes, once loaded, how many images decoded into the title
     probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
-             "document.title='IMAGES '+im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length;});</script>")
+             "document.title='IMAGES '+im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length"
+             "+' FIRST '+document.querySelector('table').id;});</script>")
     page = tmp_path / "probe.html"
     page.write_text((reports / "index.html").read_text().replace("</body>", probe + "</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -98,9 +99,10 @@ def test_page_renders_in_headless_chromium(reports, tmp_path):
              f"--user-data-dir={tmp_path / 'profile'}"]
     r = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
                        capture_output=True, text=True, timeout=120)
-    m = re.search(r"<title>IMAGES (\d+)/(\d+)</title>", r.stdout)
+    m = re.search(r"<title>IMAGES (\d+)/(\d+) FIRST (\w*)</title>", r.stdout)
     assert m, f"Chromium did not render the page:\n{r.stderr[-2000:]}"
     assert m.group(1) == m.group(2) == "4"
+    assert m.group(3) == "findings"                          # "what this run found" is the page's first table
     shot = tmp_path / "report.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120)
@@ -132,4 +134,46 @@ def test_amazon_study_figures_and_headline(tmp_path):
     assert "recdag 20,000: alpha" in figs["amazon_scaling_study"].caption
     md = "\n".join(rp.headline(metrics))
     assert "transfer where data is scarce" in md and "| beauty | srt | 0.05 |" in md
+
+
+def test_findings_first_then_provenance_and_small_multiples(reports, tmp_path):
+    """The page opens on the provenance block and the "what this run found" table (a row per seed claim
+    present, with a verdict and a link to its section); curves are one panel per metric kind."""
+    write(reports, "tenrec/retrieval_curve.json", [{"epoch": 1, "step": 5, "valid_recall@100": 0.1},
+                                                   {"epoch": 2, "step": 10, "valid_recall@100": 0.15}])
+    metrics = rp.load_metrics(reports)
+    found = rp.findings(metrics)
+    assert [(f.branch, f.verdict) for f in found] == [("Avazu / Helen", "not reproduced")]
+    assert "Helen best for 1 of 2 models" in found[0].measured and "Adam 0.7900" in found[0].measured
+    curves = rp.training_curves(metrics)
+    assert curves.png.startswith(b"\x89PNG") and "2 panels: valid_auc, valid_recall@100" in curves.caption
+    prov = {"commit": "abc1234", "dirty": True, "date_utc": "2026-01-01 00:00", "python": "3.11",
+            "params_changed": {"optim.rho": {"committed": 0.05, "used": 0.1}}, "versions": {"torch": "2.13.0"},
+            "cpu": "x × 2", "gpu": None, "metrics_are_the_pin": False}
+    page = rp.render_html(rp.build(metrics), True, found, prov)
+    assert page.index("id='provenance'") < page.index("<table id='findings'") == page.index("<table")
+    assert "optim.rho: 0.05 → 0.1" in page and "with uncommitted changes" in page and "differ from HEAD" in page
+    assert f"href='#{rp.anchor('Helen study (studies/helen)')}'" in page
+    assert f"<h2 id='{rp.anchor('Helen study (studies/helen)')}'>" in page
+    md = rp.render_markdown(rp.build(metrics), "plots", rp.headline(metrics), found, prov)
+    assert md.index("## What this run found") < md.index("## Headline")
+
+
+def test_provenance_reads_git_and_params(tmp_path):
+    from tests.conftest import run_in as sh
+
+    (tmp_path / "params.yaml").write_text("seed: 1\noptim:\n  rho: 0.05\n")
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "add", "params.yaml")
+    sh(tmp_path, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "p")
+    p = rp.provenance_info(tmp_path)
+    assert p["commit"] and p["dirty"] is False and p["params_changed"] == {} and p["metrics_are_the_pin"] is True
+    (tmp_path / "params.yaml").write_text("seed: 1\noptim:\n  rho: 0.1\n")
+    p = rp.provenance_info(tmp_path)
+    assert p["dirty"] is True and p["params_changed"] == {"optim.rho": {"committed": 0.05, "used": 0.1}}
+    assert p["versions"]["torch"] and p["python"]
+    nowhere = tmp_path.parent / f"{tmp_path.name}-not-a-repo"
+    nowhere.mkdir()
+    outside = rp.provenance_info(nowhere)
+    assert outside["commit"] is None and outside["params_changed"] is None and outside["dirty"] is None
 
