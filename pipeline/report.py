@@ -40,7 +40,8 @@ class Section:
 
 
 # what the report reads: the branches' metrics and the study pipelines' (each pinned by its
-# studies/<name>/dvc.lock, which the report stage declares as a dep); never reports/sweeps or reports/tb
+# studies/<name>/dvc.lock, which the report stage declares as a dep); reports/sweeps is read apart
+# (load_sweeps: `recdag sweep` results, a dep too); never reports/tb
 READ_DIRS = ("avazu", "tenrec", "amazon", "studies")
 
 
@@ -524,7 +525,42 @@ def metric_tables(metrics: Metrics) -> list[tuple[str, list[str], list[list[str]
 # ------------------------------------------------------------------------------------------------ render
 
 
-def build(metrics: Metrics, figures=None) -> list[Section]:
+def load_sweeps(reports_dir: Path) -> dict[str, dict]:
+    """The sweeps ``recdag sweep`` wrote (``reports/sweeps/<name>.json``, built from ``dvc exp show --json``;
+    committed, and a dep of the report stage), with the PNG it drew beside each when present."""
+    out = {}
+    for p in sorted((reports_dir / "sweeps").glob("*.json")):
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            log.warning("report: %s is not valid JSON (%s); skipped", p, e)
+            continue
+        if isinstance(d, dict) and d.get("kind") == "recdag-sweep":
+            png = p.with_suffix(".png")
+            out[p.stem] = {**d, "_png": png.read_bytes() if png.is_file() else b""}
+    return out
+
+
+def sweep_section(sweeps: dict[str, dict]) -> Section:
+    """One figure (the sweep's own plot) and one table (every experiment's params and metrics) per sweep."""
+    sec = Section("Sweeps (recdag sweep)")
+    for name, d in sweeps.items():
+        params = [x["label"] for x in d.get("params", [])]
+        mets = [x["label"] for x in d.get("metrics", [])]
+        rows = d.get("rows", [])
+        commits = ", ".join(c.get("name") or c.get("rev", "")[:7] for c in d.get("commits", []))
+        cap = (f"{len(rows)} experiments from `dvc exp show --json` at {commits or 'an unknown commit'}; "
+               f"{d.get('note', '')}")
+        fig = Figure(f"sweep_{name}", f"Sweep {name}: {', '.join(mets)} against {', '.join(params)}", cap,
+                     png=d.get("_png", b""), missing="" if d.get("_png") else "the sweep's PNG is absent")
+        sec.figures.append(fig)
+        sec.tables.append((f"reports/sweeps/{name}.json — {d.get('note', '')}", ["experiment", *params, *mets],
+                           [[r.get("name", ""), *(_fmt(r.get("params", {}).get(k)) for k in params),
+                             *(_fmt(r.get("metrics", {}).get(k)) for k in mets)] for r in rows]))
+    return sec
+
+
+def build(metrics: Metrics, figures=None, sweeps: dict[str, dict] | None = None) -> list[Section]:
     sections: dict[str, Section] = {}
     for title, fn in figures or FIGURES:
         try:
@@ -532,6 +568,9 @@ def build(metrics: Metrics, figures=None) -> list[Section]:
         except (KeyError, TypeError, ValueError) as e:     # a malformed input file: say so, draw the rest
             fig = Figure(fn.__name__, fn.__name__, "", missing=f"inputs malformed: {e!r}")
         sections.setdefault(title, Section(title)).figures.append(fig)
+    if sweeps:
+        sw = sweep_section(sweeps)
+        sections[sw.title] = sw
     sec = Section("Every metric file")
     sec.tables = metric_tables(metrics)
     sections[sec.title] = sec
@@ -698,6 +737,7 @@ class Finding:
     seed_recipe: str
     verdict: str                 # reproduced | not reproduced | not applicable
     section: str                 # the Section title the row links to
+    source: str = ""             # the metric file's dataset · split · protocol · synthetic|real
 
 
 def _f4(v) -> str:
@@ -716,7 +756,8 @@ def findings(metrics: Metrics) -> list[Finding]:
             "model on x4 (seed 000)", f"x4 test AUC: phase 2 {_f4(p2)} vs baseline {_f4(base)} "
             f"({(p2 or 0) - (base or 0):+.4f}, leak-free)", _f4(a.get("oracle")),
             f"seed's leaky protocol: phase 2 {_f4(seed2)}",
-            "reproduced" if p2 is not None and base is not None and p2 >= base else "not reproduced", "Avazu / LLM-CTR"))
+            "reproduced" if p2 is not None and base is not None and p2 >= base else "not reproduced", "Avazu / LLM-CTR",
+            provenance(ev)))
     t, o = metrics.get("studies/helen/table.json"), metrics.get("studies/helen/optimizers.json")
     if isinstance(t, dict) and t.get("cells"):
         n, best = len(t["models"]), t.get("helen_best_count", 0)
@@ -727,14 +768,15 @@ def findings(metrics: Metrics) -> list[Finding]:
             "Avazu / Helen", "Helen (frequency-scaled SAM on embeddings) beats Adam and SAM across CTR models",
             f"Helen best for {best} of {n} models{default}", _f4(t.get("oracle_auc")),
             f"Helen as released (variant {t.get('helen_variant')}, rho {t.get('rho')})",
-            "reproduced" if best > n / 2 else "not reproduced", "Helen study (studies/helen)"))
+            "reproduced" if best > n / 2 else "not reproduced", "Helen study (studies/helen)", provenance(t)))
     te = metrics.get("tenrec/evaluate.json")
     if isinstance(te, dict) and te.get("metrics"):
         m = te["metrics"].get("sampled_128") or next(iter(te["metrics"].values()))
         out.append(Finding(
             "Tenrec", "a benchmark (two-tower retrieval → Fastformer ranker with click and like heads): no single "
             "claim", f"ranker click AUC {_f4(m.get('auc'))}, like AUC {_f4(m.get('like_auc'))} (sampled_128)",
-            f"{_f4(m.get('oracle_auc'))} / {_f4(m.get('oracle_like_auc'))}", "–", "not applicable", "Tenrec"))
+            f"{_f4(m.get('oracle_auc'))} / {_f4(m.get('oracle_like_auc'))}", "–", "not applicable", "Tenrec",
+            provenance(te)))
     tr = metrics.get("studies/amazon/transfer.json")
     if isinstance(tr, dict) and tr.get("cells"):
         small, full = str(tr["fracs"][0]), str(tr["fracs"][-1])
@@ -750,7 +792,7 @@ def findings(metrics: Metrics) -> list[Finding]:
                        for d in tr["datasets"]),
             f"srt recipe: {srt or '–'}",
             "reproduced" if tr.get("transfer_holds_count", 0) > tr.get("transfer_cells", 0) / 2 else "not reproduced",
-            "Amazon study (studies/amazon)"))
+            "Amazon study (studies/amazon)", provenance(tr)))
     sc = metrics.get("studies/amazon/scaling.json")
     if isinstance(sc, dict) and sc.get("fits"):
         fits = {x: {k: v for k, v in per.items() if v.get("alpha") is not None} for x, per in sc["fits"].items()}
@@ -761,7 +803,7 @@ def findings(metrics: Metrics) -> list[Finding]:
         out.append(Finding(
             "Amazon", "test NDCG grows as a power of the model's non-embedding parameters (one curve per data scale)",
             f"recdag: {show('recdag') or '–'}", " / ".join(_f4(v) for v in orc) or "–", f"srt: {show('srt') or '–'}",
-            "reproduced" if holds else "not reproduced", "Amazon study (studies/amazon)"))
+            "reproduced" if holds else "not reproduced", "Amazon study (studies/amazon)", provenance(sc)))
     return out
 
 
@@ -775,7 +817,8 @@ def findings_markdown(rows: list[Finding]) -> list[str]:
         return []
     md = ["## What this run found", "",
           "| branch | the seed's claim | measured | oracle | seed's recipe | verdict |", "|---|---|---|---|---|---|"]
-    md += [f"| {r.branch} | {r.claim} | {r.measured} | {r.oracle} | {r.seed_recipe} | **{r.verdict}** |" for r in rows]
+    md += [f"| {r.branch} | {r.claim} | {r.measured} ({r.source}) | {r.oracle} | {r.seed_recipe} | **{r.verdict}** |"
+           for r in rows]
     return md + [""]
 
 
@@ -786,7 +829,8 @@ def findings_html(rows: list[Finding]) -> str:
                                               "verdict"))
     body = "".join(
         f"<tr><td><a href='#{anchor(r.section)}'>{html.escape(r.branch)}</a></td><td>{html.escape(r.claim)}</td>"
-        f"<td>{html.escape(r.measured)}</td><td>{html.escape(r.oracle)}</td><td>{html.escape(r.seed_recipe)}</td>"
+        f"<td>{html.escape(r.measured)}<br><small>{html.escape(r.source)}</small></td><td>{html.escape(r.oracle)}</td>"
+        f"<td>{html.escape(r.seed_recipe)}</td>"
         f"<td class='v-{r.verdict.replace(' ', '-')}'><b>{html.escape(r.verdict)}</b></td></tr>" for r in rows)
     return f"<table id='findings'><tr>{head}</tr>{body}</table>"
 

@@ -19,7 +19,7 @@ def report(reports_dir: str = typer.Option(str(REPORTS), help="folder holding th
 
     root = Path(reports_dir)
     metrics = rp.load_metrics(root)
-    sections = rp.build(metrics)
+    sections = rp.build(metrics, sweeps=rp.load_sweeps(root))
     synthetic_any = any(isinstance(m, dict) and m.get("synthetic") for m in metrics.values())
     found, prov = rp.findings(metrics), rp.provenance_info(Path.cwd())
     with atomic_outputs() as out:

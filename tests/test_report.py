@@ -90,8 +90,9 @@ def test_page_renders_in_headless_chromium(reports, tmp_path):
     assert run_cli("report", "--reports-dir", str(reports)) == 0
     # a copy of the page with a probe that writes, once loaded, how many images decoded into the title
     probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
+             "const t=performance.getEntriesByType('navigation')[0];"
              "document.title='IMAGES '+im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length"
-             "+' FIRST '+document.querySelector('table').id;});</script>")
+             "+' FIRST '+document.querySelector('table').id+' MS '+Math.round(t?t.loadEventStart:0);});</script>")
     page = tmp_path / "probe.html"
     page.write_text((reports / "index.html").read_text().replace("</body>", probe + "</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -99,10 +100,11 @@ def test_page_renders_in_headless_chromium(reports, tmp_path):
              f"--user-data-dir={tmp_path / 'profile'}"]
     r = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
                        capture_output=True, text=True, timeout=120)
-    m = re.search(r"<title>IMAGES (\d+)/(\d+) FIRST (\w*)</title>", r.stdout)
+    m = re.search(r"<title>IMAGES (\d+)/(\d+) FIRST (\w*) MS (\d+)</title>", r.stdout)
     assert m, f"Chromium did not render the page:\n{r.stderr[-2000:]}"
     assert m.group(1) == m.group(2) == "4"
     assert m.group(3) == "findings"                          # "what this run found" is the page's first table
+    assert int(m.group(4)) < 1000, f"the page took {m.group(4)} ms to load"   # opens in under a second
     shot = tmp_path / "report.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120)
@@ -176,4 +178,27 @@ def test_provenance_reads_git_and_params(tmp_path):
     nowhere.mkdir()
     outside = rp.provenance_info(nowhere)
     assert outside["commit"] is None and outside["params_changed"] is None and outside["dirty"] is None
+
+
+def test_sweeps_get_a_section_with_their_plot_and_table(reports):
+    """A `recdag sweep` result under reports/sweeps (kind recdag-sweep) becomes a section: its PNG and a table
+    of every experiment's params and metrics; other JSON there is ignored."""
+    png = rp._fig_png(lambda fig, ax: ax.plot([0, 1], [0, 1]))
+    d = {"kind": "recdag-sweep", "version": 1, "name": "sweep_optim_rho",
+         "params": [{"label": "optim.rho", "file": "params.yaml", "key": "optim.rho"}],
+         "metrics": [{"label": "auc", "file": "reports/avazu/baseline.json", "key": "metrics.x4/test.auc"}],
+         "commits": [{"rev": "cff9bcb", "name": "main"}], "note": "dataset: avazu · protocol: pointwise CTR",
+         "rows": [{"name": "exp-a", "params": {"optim.rho": 0.01}, "metrics": {"auc": 0.79}},
+                  {"name": "exp-b", "params": {"optim.rho": 0.1}, "metrics": {"auc": 0.78}}]}
+    write(reports, "sweeps/sweep_optim_rho_full.json", {**d, "name": "sweep_optim_rho_full"})
+    (reports / "sweeps" / "sweep_optim_rho_full.png").write_bytes(png)
+    sweeps = rp.load_sweeps(reports)
+    assert list(sweeps) == ["sweep_optim_rho_full"]                  # sweep_optim_rho.json has no kind
+    secs = {s.title: s for s in rp.build(rp.load_metrics(reports), sweeps=sweeps)}
+    sw = secs["Sweeps (recdag sweep)"]
+    assert sw.figures[0].png == png and "2 experiments" in sw.figures[0].caption and "main" in sw.figures[0].caption
+    caption, header, rows = sw.tables[0]
+    assert header == ["experiment", "optim.rho", "auc"] and rows[1][0] == "exp-b" and "pointwise CTR" in caption
+    assert run_cli("report", "--reports-dir", str(reports)) == 0
+    assert (reports / "plots" / "sweep_sweep_optim_rho_full.png").is_file()
 
