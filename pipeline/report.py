@@ -921,8 +921,9 @@ def provenance_lines(p: dict) -> list[str]:
         params = "params.yaml as committed"
     else:
         params = "; ".join(f"{k}: {v['committed']!r} → {v['used']!r}" for k, v in list(changed.items())[:20])
-    pin = {True: "the committed pin (reports/ unchanged from HEAD)", False: "fresh: they differ from HEAD's pin",
-           None: "unknown"}[p.get("metrics_are_the_pin")]
+    pin = {True: "the committed pin (reports/ unchanged from HEAD)",
+           False: "fresh: re-computed here, the files differ from HEAD's pin (`recdag check-metrics` says whether "
+                  "within tolerance)", None: "unknown"}[p.get("metrics_are_the_pin")]
     v = ", ".join(f"{k} {x}" for k, x in (p.get("versions") or {}).items() if x)
     return [f"commit {commit}{dirty}; generated {p.get('date_utc')} UTC", f"params: {params}",
             f"Python {p.get('python')}, {v}", f"CPU {p.get('cpu')}; GPU {p.get('gpu') or 'none'}",
