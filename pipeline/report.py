@@ -60,13 +60,15 @@ def load_metrics(reports_dir: Path) -> Metrics:
     return out
 
 
-def _fig_png(draw: Callable, size=(6.4, 3.8)) -> bytes:
+def _fig_png(draw: Callable, size=(6.4, 3.8), grid: tuple[int, int] | None = None, dpi: int = 100) -> bytes:
+    """PNG bytes of ``draw(fig, ax)``; with ``grid`` (rows, cols), ``ax`` is the 2-D array of panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size, dpi=100)
+    fig, ax = (plt.subplots(figsize=size, dpi=dpi) if grid is None
+               else plt.subplots(*grid, figsize=size, dpi=dpi, squeeze=False))
     try:
         draw(fig, ax)
         fig.tight_layout()
@@ -119,32 +121,25 @@ def training_curves(metrics: Metrics) -> Figure:
     if not panels:
         f.missing = "no *curve*.json files under reports/"
         return f
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.1 * nrows), squeeze=False)
-    for ax, (key, series) in zip(axes.flat, sorted(panels.items())):
-        for name, rows in series:
-            x = [r.get("step", i) for i, r in enumerate(rows)]
-            ax.plot(x, [r[key] for r in rows], marker="o", ms=3,
-                    label=Path(name).stem.replace("_curve", "") + f" ({Path(name).parts[0]})")
-        ax.set_title(key.replace("valid_", "valid "), fontsize=10)
-        ax.set_xlabel("training step", fontsize=8)
-        ax.set_ylabel(key.replace("valid_", ""), fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    f.png = buf.getvalue()
+
+    def draw(fig, axes):
+        for ax, (key, series) in zip(axes.flat, sorted(panels.items())):
+            for name, rows in series:
+                x = [r.get("step", i) for i, r in enumerate(rows)]
+                ax.plot(x, [r[key] for r in rows], marker="o", ms=3,
+                        label=Path(name).stem.replace("_curve", "") + f" ({Path(name).parts[0]})")
+            ax.set_title(key.replace("valid_", "valid "), fontsize=10)
+            ax.set_xlabel("training step", fontsize=8)
+            ax.set_ylabel(key.replace("valid_", ""), fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=6)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+
+    f.png = _fig_png(draw, size=(4.2 * cols, 3.1 * nrows), grid=(nrows, cols), dpi=90)
     f.caption += f" {len(panels)} panels: {', '.join(sorted(panels))}."
     return f
 
