@@ -219,6 +219,44 @@ def avazu_llm_vs_baseline(metrics: Metrics) -> Figure:
     return f
 
 
+def avazu_reliability(metrics: Metrics) -> Figure:
+    f = Figure("avazu_reliability", "Avazu x4 test: reliability of the baseline and the LLM-CTR phases",
+               "Observed click rate against mean predicted probability in equal-mass bins (each bin the same "
+               "number of x4 test rows; reports/avazu/reliability.json), one panel per model; the diagonal is "
+               "perfect calibration, the oracle's bins (the synthetic world's true probabilities) show how far "
+               "sampling noise alone moves a bin. ECE = the rows-weighted mean gap.")
+    rows = [r for r in _rows(metrics.get("avazu/reliability.json")) if r.get("split") == "x4/test"]
+    ev = metrics.get("avazu/evaluation.json")
+    if not rows or not isinstance(ev, dict):
+        f.missing = "reports/avazu/reliability.json has no x4/test bins (run avazu_evaluate_x4 with x4 evaluated)"
+        return f
+    m = (ev.get("metrics") or {}).get("x4/test", {})
+    names = [n for n in ("baseline", "llm_phase1", "llm_phase2") if any(r["model"] == n for r in rows)]
+    oracle = [r for r in rows if r["model"] == "oracle"]
+    f.caption += f" [{provenance(ev)}]"
+
+    def draw(fig, axes):
+        top = max(max(r["mean_pred"], r["observed"]) for r in rows) * 1.05
+        for ax, n in zip(axes[0], names):
+            b = [r for r in rows if r["model"] == n]
+            ax.plot([0, top], [0, top], color="#8c8c8c", lw=0.8, ls="--")
+            if oracle:
+                ax.plot([r["mean_pred"] for r in oracle], [r["observed"] for r in oracle], "o", ms=3,
+                        color="#c44e52", alpha=0.6, label=f"oracle (ECE {_f4(m.get('oracle_ece'))})")
+            ax.plot([r["mean_pred"] for r in b], [r["observed"] for r in b], "o-", ms=4, color="#4c72b0",
+                    label=f"{n} (ECE {_f4((m.get(n) or {}).get('ece'))})")
+            ax.set_xlim(0, top)
+            ax.set_ylim(0, top)
+            ax.set_aspect("equal")
+            ax.set_xlabel("mean predicted p")
+            ax.set_ylabel("observed click rate")
+            ax.set_title(n, fontsize=9)
+            ax.legend(fontsize=7, loc="upper left")
+            ax.grid(alpha=0.3)
+    f.png = _fig_png(draw, size=(4.0 * len(names), 4.0), grid=(1, len(names)), dpi=90)
+    return f
+
+
 HELEN = "studies/helen"
 AMAZON_STUDY = "studies/amazon"
 
@@ -475,6 +513,7 @@ def amazon_finetune(metrics: Metrics) -> Figure:
 FIGURES: list[tuple[str, Callable[[Metrics], Figure]]] = [
     ("All branches", training_curves),
     ("Avazu / LLM-CTR", avazu_llm_vs_baseline),
+    ("Avazu / LLM-CTR", avazu_reliability),
     ("Helen study (studies/helen)", avazu_optimizers),
     ("Helen study (studies/helen)", helen_table),
     ("Helen study (studies/helen)", helen_rho),
@@ -640,9 +679,11 @@ def headline(metrics: Metrics) -> list[str]:
     b = metrics.get("avazu/baseline.json")
     if isinstance(b, dict):
         md += [f"**Avazu CTR baseline** ({b.get('model')}, {b.get('optimizer')}; {provenance(b)})", "",
-               "| split | AUC | logloss | oracle AUC | oracle logloss |", "|---|---|---|---|---|"]
+               "| split | AUC | logloss | ECE | mean pred / observed | oracle AUC | oracle logloss | Spearman vs oracle |",
+               "|---|---|---|---|---|---|---|---|"]
         for split, m in b.get("metrics", {}).items():
-            md.append(_row(split, m.get("auc"), m.get("logloss"), m.get("oracle_auc"), m.get("oracle_logloss")))
+            md.append(_row(split, m.get("auc"), m.get("logloss"), m.get("ece"), m.get("calibration_ratio"),
+                           m.get("oracle_auc"), m.get("oracle_logloss"), m.get("spearman_logit_vs_oracle")))
         md.append("")
     o = metrics.get(f"{HELEN}/optimizers.json")
     if isinstance(o, dict):
@@ -668,14 +709,20 @@ def headline(metrics: Metrics) -> list[str]:
         md += [f"**LLM-CTR vs baseline on x4 test** ({provenance(ev)}; LLM trained on "
                f"{', '.join(ev.get('llm_train_sources', []))}; answer readout "
                f"{(ev.get('llm') or {}).get('readout', 'seed')})", "",
-               "| model | leakage protocol | train rows excluded | AUC | logloss |", "|---|---|---|---|---|"]
+               "| model | leakage protocol | train rows excluded | AUC | logloss | ECE | mean pred / observed | "
+               "Pearson / Spearman vs oracle (logits) |", "|---|---|---|---|---|---|---|---|"]
+        x4 = (ev.get("metrics") or {}).get("x4/test", {})
         for n in h["x4_test_auc"]:
             excl = (ev.get("rows_excluded") or {}).get(n)
             n_excl = sum(sum(v.values()) for v in excl.values() if v) if excl else ("-" if n in ("oracle", "baseline") else 0)
+            c = x4.get(n) or {}
+            agree = (f"{_fmt(c.get('pearson_logit_vs_oracle'))} / {_fmt(c.get('spearman_logit_vs_oracle'))}"
+                     if "pearson_logit_vs_oracle" in c else "-")
             md.append(_row(n, "-" if n == "oracle" else _llm_protocol(ev, n), n_excl, h["x4_test_auc"][n],
-                           h["x4_test_logloss"].get(n)))
+                           h["x4_test_logloss"].get(n), (h.get("x4_test_ece") or {}).get(n),
+                           c.get("calibration_ratio", 1.0 if n == "oracle" else None), agree))
         if h["x4_test_logloss"].get("base_rate") is not None:
-            md.append(_row("constant base rate", "-", "-", 0.5, h["x4_test_logloss"]["base_rate"]))
+            md.append(_row("constant base rate", "-", "-", 0.5, h["x4_test_logloss"]["base_rate"], "-", 1.0, "-"))
         note = _alignment_note(metrics)
         md += ([""] + [note + "."] if note else []) + [""]
     te = metrics.get("tenrec/evaluate.json")

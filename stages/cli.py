@@ -37,6 +37,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "llm-init": "stages.avazu.llm_init:llm_init",
         "llm-phase": "stages.avazu.llm_phase:llm_phase",
         "evaluate-x4": "stages.avazu.evaluate_x4:evaluate_x4",
+        "predict": "stages.avazu.predict:predict",
     },
     "tenrec": {
         "download": "stages.tenrec.download:download",
@@ -46,6 +47,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "train-ranking": "stages.tenrec.train_ranking:train_ranking",
         "evaluate": "stages.tenrec.evaluate:evaluate",
         "encoder-scaling": "stages.tenrec.encoder_scaling:encoder_scaling",
+        "predict": "stages.tenrec.predict:predict",
     },
     "amazon": {
         "download": "stages.amazon.download:download",

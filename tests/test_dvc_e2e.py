@@ -53,6 +53,74 @@ def test_repro_runs_the_branch_then_nothing(repo):
     assert ran(again) == [] and "up to date" in again
 
 
+def test_predict_scores_as_the_stage_did_and_refuses_another_vocabulary(repo, tmp_path):
+    """`recdag avazu predict` on an encoded split and on the raw CSV gives the stage's test figures and saved
+    predictions; a vocabulary mismatch is one error line, exit 2, no output."""
+    import shutil
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    from sklearn.metrics import roc_auc_score
+
+    baseline = json.loads((repo / "reports/avazu/baseline.json").read_text())
+    m = baseline["metrics"]["x4/test"]
+    for k in ("ece", "calibration_ratio", "base_rate_logloss", "normalized_entropy", "oracle_ece",
+              "pearson_logit_vs_oracle", "spearman_logit_vs_oracle", "kl_oracle_model"):
+        assert m[k] is not None, k
+    assert 0 < m["spearman_logit_vs_oracle"] <= 1 and m["normalized_entropy"] < 1.05
+    saved = pq.read_table(repo / "data/avazu/predictions/baseline/x4/test.parquet").to_pandas()
+    assert list(saved.columns) == ["row", "label", "logit", "p", "p_oracle"] and len(saved) == m["rows"]
+    assert roc_auc_score(saved["label"], saved["p"]) == pytest.approx(m["auc"], abs=1e-9)
+    assert sorted(p.parent.name for p in (repo / "data/avazu/predictions/baseline").rglob("test.parquet")) == [
+        "x1", "x2", "x4"]
+
+    out = tmp_path / "enc.parquet"
+    r = run_in(repo, "recdag", "avazu", "predict", "data/avazu/encoded/x4/test.parquet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    enc = pq.read_table(out).to_pandas()
+    np.testing.assert_array_equal(enc["logit"].to_numpy(), saved["logit"].to_numpy())
+    np.testing.assert_allclose(enc["p"].to_numpy(), 1 / (1 + np.exp(-enc["logit"].to_numpy(np.float64))), rtol=0,
+                               atol=1e-7)
+    raw_out = tmp_path / "raw.parquet"
+    r = run_in(repo, "recdag", "avazu", "predict", "data/avazu/raw/x4/test.csv", "--layout", "x4", "--out", str(raw_out),
+                "--batch-rows", "700")                                   # row groups not aligned with CSV blocks
+    assert r.returncode == 0, r.stderr
+    raw = pq.read_table(raw_out).to_pandas()
+    np.testing.assert_allclose(raw["logit"].to_numpy(), saved["logit"].to_numpy(), rtol=0, atol=1e-6)
+    ids = pacsv.read_csv(repo / "data/avazu/raw/x4/test.csv",
+                         convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}))["id"]
+    assert raw["id"].tolist() == ids.to_pylist() and raw["row"].tolist() == list(range(len(raw)))
+    assert not list(tmp_path.glob(".recdag-predict-*"))                 # temporary files removed
+
+    def refused(*args, field):
+        dst = tmp_path / "refused.parquet"
+        r = run_in(repo, "recdag", "avazu", "predict", *args, "--out", str(dst), ok=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert lines[-1].startswith("error: ") and "vocabulary mismatch" in lines[-1] and f"'{field}'" in lines[-1]
+        assert not dst.exists() and not list(tmp_path.glob(".refused*"))
+        return lines[-1]
+
+    # an id outside the model's vocabulary (data encoded with another, larger one)
+    t = pq.read_table(repo / "data/avazu/encoded/x4/test.parquet")
+    col = t.column("device_ip").to_numpy().copy()
+    col[5] = 10_000_000
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(t.set_column(t.schema.get_field_index("device_ip"), "device_ip", pa.array(col)), bad)
+    assert "row 6" in refused(str(bad), field="device_ip")
+    # another feature map (same sizes, other bytes): md5 recorded at training differs
+    other = tmp_path / "vocab"
+    shutil.copytree(repo / "data/avazu/vocab", other)
+    fm = json.loads((other / "feature_map.json").read_text())
+    fm["dataset_id"] = "someone else's"
+    (other / "feature_map.json").write_text(json.dumps(fm))
+    assert "config.json" in refused("data/avazu/encoded/x4/test.parquet", "--feature-map",
+                                    str(other / "feature_map.json"), field="feature_map_md5")
+    # a raw x1 CSV: its ids are not in the (x4-token) vocabulary until avazu_align maps them
+    refused("data/avazu/raw/x1/test.csv", "--layout", "x1", field="C1")
+
+
 def test_exp_run_reruns_only_the_baseline(repo):
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
@@ -123,3 +191,5 @@ def test_only_x4(repo):
     assert sorted(p.name for p in (repo / "data/avazu/encoded").iterdir()) == ["x4"]
     report = json.loads((repo / "reports/avazu/vocab.json").read_text())
     assert report["overlap_x4_test"]["seen_in"] is None
+    md = (repo / "reports/avazu/vocab.md").read_text()
+    assert "None" not in md and "x4 is the only source" in md and "seen in x4/train" in md

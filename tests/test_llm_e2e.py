@@ -35,7 +35,7 @@ def metrics(repo) -> dict:
     return json.loads((repo / "reports/avazu/evaluation.json").read_text())
 
 
-def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
+def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo, tmp_path):
     out = sh(repo, "dvc", "repro", "avazu_evaluate_x4")
     stages = ran(out)
     assert set(LLM_STAGES + ["avazu_llm_init", "avazu_train_baseline", "avazu_vocab", "avazu_align",
@@ -70,6 +70,33 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo):
         curve = json.loads((repo / f"reports/avazu/llm_phase{phase}_curve.json").read_text())
         assert [c["source"] for c in curve][0] == "x1_sample20" and curve[-1]["source"] == "x2_sample20"
         assert [c["step"] for c in curve] == sorted(c["step"] for c in curve)
+    # calibration and oracle agreement per model, predictions saved, reliability bins, predict reproduces them
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tests.conftest import run_in
+
+    x4 = ev["metrics"]["x4/test"]
+    assert x4["base_rate_logloss"] > 0 and x4["oracle_ece"] >= 0 and 0 < x4["ctr"] < 1
+    for name in ("baseline", "llm_phase1", "llm_phase2"):
+        for k in ("ece", "mean_pred", "calibration_ratio", "normalized_entropy", "pearson_logit_vs_oracle",
+                  "spearman_logit_vs_oracle", "kl_oracle_model"):
+            assert x4[name][k] is not None, (name, k)
+    assert set(ev["headline"]["x4_test_ece"]) == set(ev["headline"]["x4_test_auc"])
+    assert "Calibration" in (repo / "reports/avazu/evaluation.md").read_text()
+    rel = json.loads((repo / "reports/avazu/reliability.json").read_text())
+    assert {r["model"] for r in rel} == {"baseline", "llm_phase1", "llm_phase2", "llm_phase1_seed",
+                                         "llm_phase2_seed", "oracle"}
+    assert sum(r["rows"] for r in rel if r["model"] == "oracle" and r["split"] == "x4/test") == x4["rows"]
+    saved = repo / "data/avazu/predictions/evaluation/llm_phase2/x4/test.parquet"
+    assert saved.is_file() and pq.read_metadata(saved).num_rows == x4["rows"]
+    out = tmp_path / "p2.parquet"
+    run_in(repo, "recdag", "avazu", "predict", "data/avazu/encoded/x4/test.parquet", "--model",
+           "models/avazu/llm_phase2", "--out", str(out))
+    np.testing.assert_allclose(pq.read_table(out)["logit"].to_numpy(), pq.read_table(saved)["logit"].to_numpy(),
+                               rtol=0, atol=1e-5)
+    r1 = json.loads((repo / "reports/avazu/llm_phase1.json").read_text())
+    assert all("valid_ece" in v and "valid_spearman_logit_vs_oracle" in v for v in r1["metrics"].values())
     again = sh(repo, "dvc", "repro", "avazu_evaluate_x4")
     assert ran(again) == []
 

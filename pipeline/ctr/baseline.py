@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+import numpy as np
 from dataclasses import dataclass
 
 from pipeline.core.data import TensorData
@@ -13,11 +15,12 @@ from pipeline.ctr.data import EncodedAvazu
 from pipeline.ctr.models import CTRModel, CtrParams, build_ctr_model, model_config
 from pipeline.ctr.optim import build_step_rule
 from pipeline.ctr.params import AVAZU_SOURCES, OptimParams, TrainParams
-from pipeline.ctr.task import CtrTask, beside_oracle
+from pipeline.ctr.task import CtrTask, predict_logits, split_report
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "pointwise CTR: AUC and logloss over every row of the split"
+PROTOCOL = ("pointwise CTR: AUC, logloss and calibration (equal-mass ECE, mean predicted vs observed CTR) "
+            "over every row of the split")
 
 
 def step_rule_for(model: CTRModel, optim: OptimParams):
@@ -47,9 +50,15 @@ class Fit:
     state: LoopState
     wall_seconds: float
 
-    def metrics(self, data: TensorData) -> dict:
-        """The fitted model's AUC/logloss on ``data`` beside the oracle's (synthetic data)."""
-        return beside_oracle(self.trainer.evaluate(data), data)
+    def logits(self, data: TensorData) -> np.ndarray:
+        """The fitted (best) model's click logits of every row of ``data`` (gathered over DDP ranks)."""
+        t = self.trainer
+        return predict_logits(t.raw_model, data, t.cfg.eval_batch_size, t.rank, t.world)
+
+    def metrics(self, data: TensorData, logits=None) -> dict:
+        """The fitted model's figures on ``data`` (:func:`~pipeline.ctr.task.split_report`: AUC, logloss,
+        calibration; the oracle and the agreement with it on synthetic data)."""
+        return split_report(data, self.logits(data) if logits is None else logits)
 
 
 def fit_ctr(seed: int, ctr: CtrParams, optim: OptimParams, train: TrainParams, enc: EncodedAvazu, *, ckpt_dir,
@@ -78,9 +87,17 @@ def base_splits(enc: EncodedAvazu, splits=("valid", "test")) -> list[tuple[str, 
     return [(s, sp) for s in enc.datasets if s in AVAZU_SOURCES for sp in splits if sp in enc.datasets[s]]
 
 
-def baseline_report(fit: Fit, enc: EncodedAvazu, ctr: CtrParams, optim: OptimParams, train: TrainParams) -> dict:
-    """reports/avazu/baseline.json: every base source's valid/test figures beside the oracle."""
-    metrics = {f"{s}/{sp}": fit.metrics(enc.tensors(s, sp)) for s, sp in base_splits(enc)}
+def baseline_report(fit: Fit, enc: EncodedAvazu, ctr: CtrParams, optim: OptimParams, train: TrainParams,
+                    keep_logits: tuple[str, ...] = ("test",)) -> tuple[dict, dict]:
+    """reports/avazu/baseline.json (every base source's valid/test figures beside the oracle), and the
+    (data, logits) of the ``keep_logits`` splits by ``"<source>/<split>"`` (the test predictions)."""
+    metrics, kept = {}, {}
+    for s, sp in base_splits(enc):
+        data = enc.tensors(s, sp)
+        z = fit.logits(data)
+        metrics[f"{s}/{sp}"] = fit.metrics(data, z)
+        if sp in keep_logits:
+            kept[f"{s}/{sp}"] = (data, z)
     synthetic = all("oracle_auc" in m for m in metrics.values())
     sources = [s for s in enc.datasets if s in AVAZU_SOURCES]
     return {
@@ -90,14 +107,16 @@ def baseline_report(fit: Fit, enc: EncodedAvazu, ctr: CtrParams, optim: OptimPar
         "optimizer": optim.name, "train_sources": list(train.sources),
         "best_epoch": fit.state.best_epoch, "epochs_run": len(fit.state.history), "best_step": fit.state.best_step,
         "wall_seconds": round(fit.wall_seconds, 1), "metrics": metrics,
-    }
+    }, kept
 
 
 def baseline_files(fit: Fit, enc: EncodedAvazu, train: TrainParams) -> tuple[dict, dict, list]:
     """(state_dict, config.json, curve rows) of the trained baseline: ``config.json`` holds the constructor
     arguments (``build_model(**config["model"])`` rebuilds it), the fields and the sources it trained on."""
+    from pipeline.core.io import md5_file
+
     config = {"model": model_config(fit.model), "features": enc.features, "feature_map": str(enc.fmap_path),
-              "train_sources": list(train.sources)}
+              "feature_map_md5": md5_file(enc.fmap_path), "train_sources": list(train.sources)}
     curve = [{k: h[k] for k in ("epoch", "step", "train_loss", "valid_auc", "valid_logloss", "lr")}
              for h in fit.state.history]
     return fit.model.state_dict(), config, curve

@@ -18,6 +18,7 @@ import numpy as np
 
 import torch
 
+from pipeline.core.calibration import ECE_BINS
 from pipeline.core.data import TensorData
 from pipeline.core.errors import DataError
 from pipeline.core.io import read_json
@@ -29,7 +30,7 @@ from pipeline.ctr.data import EncodedAvazu
 from pipeline.ctr.llm import LlmCtr
 from pipeline.ctr.llm_init import INFO_FILE, resolve_device, resolve_dtype
 from pipeline.ctr.params import LlmCtrParams, LlmTrainParams
-from pipeline.ctr.task import CtrTask, beside_oracle, ctr_metrics, predict_proba
+from pipeline.ctr.task import CtrTask, beside_oracle, predict_logits, sigmoid, split_report
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,15 @@ def fit_sources(model: LlmCtr, sources: list[SourceData], *, lr: float, clip_nor
         wall = time.perf_counter() - t0
         if not state.finished:                        # LoopConfig.max_steps (tests): stopped as if killed
             return {"sources": results, "curve": curve, "interrupted": src.name}
-        best = trainer.evaluate(src.valid)            # the best weights are loaded by fit
+        z = predict_logits(trainer.raw_model, src.valid, loop.eval_batch_size, trainer.rank, trainer.world)
+        best = split_report(src.valid, z)             # the best weights are loaded by fit
         rows_seen = state.global_step * loop.batch_size
         results[src.name] = {
             "train_rows": len(src.train), "valid_rows": len(src.valid),
             "valid_auc": float(best["auc"]), "valid_logloss": float(best["logloss"]),
+            **{f"valid_{k}": best[k] for k in ("ece", "calibration_ratio", "normalized_entropy",
+                                                "pearson_logit_vs_oracle", "spearman_logit_vs_oracle",
+                                                "kl_oracle_model") if k in best},
             "best_step": state.best_step, "steps": state.global_step, "evaluations": len(state.history),
             "stopped_early": bool(state.stopped), "wall_seconds": round(wall, 2),
             "train_samples_per_s": round(min(rows_seen, len(src.train) * loop.epochs) / wall, 1) if wall else None,
@@ -243,35 +248,29 @@ class PhaseRun:
         return state, config, report
 
 
-def base_rate_logloss(m: dict) -> float | None:
-    """Logloss of the constant predictor at the split's own click rate (what a CTR model must beat)."""
-    ctr = m.get("ctr")
-    if ctr is None or not 0 < ctr < 1:
-        return None
-    return float(-(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr)))
-
-
-def score(y: np.ndarray, p: np.ndarray) -> dict:
-    m = ctr_metrics(y, p)
-    return {"auc": m["auc"], "logloss": m["logloss"]}
-
-
-def evaluate_split(models: dict[str, tuple[object, int]], data: TensorData) -> dict:
-    """AUC/logloss of every model on ``data`` beside the oracle's (synthetic data) and each model's gap."""
+def evaluate_split(models: dict[str, tuple[object, int]], data: TensorData) -> tuple[dict, dict]:
+    """Every model's figures on ``data`` (:func:`~pipeline.ctr.task.split_report`: AUC, logloss,
+    calibration, and on synthetic data the oracle and each model's gap and agreement with it), and each
+    model's logits (for the prediction files and the reliability diagram)."""
     y = data.y.numpy()
     out: dict = {"rows": len(data), "ctr": float(y.mean()) if len(y) else None}
-    oracle = beside_oracle({"auc": 0.0}, data)
-    if "oracle_auc" in oracle:
-        out["oracle_auc"], out["oracle_logloss"] = oracle["oracle_auc"], oracle["oracle_logloss"]
+    logits = {}
     for name, (model, bs) in models.items():
         t0 = time.perf_counter()
-        m = score(y, predict_proba(model, data, bs))
-        m["seconds"] = round(time.perf_counter() - t0, 2)
-        if "oracle_auc" in out:
-            m["gap_to_oracle_auc"] = out["oracle_auc"] - m["auc"]
+        logits[name] = predict_logits(model, data, bs)
+        seconds = round(time.perf_counter() - t0, 2)
+        m = split_report(data, logits[name])
+        for k in ("oracle_auc", "oracle_logloss", "oracle_ece"):      # the split's, not the model's
+            if k in m:
+                out[k] = m.pop(k)
+        m.pop("rows")
+        out["base_rate_logloss"] = m.pop("base_rate_logloss")
+        m.pop("ctr")
+        m["seconds"] = seconds
         out[name] = m
-        log.info("%s %s: AUC %.5f logloss %.5f (%.1fs)", data.name, name, m["auc"], m["logloss"], m["seconds"])
-    return out
+        log.info("%s %s: AUC %.5f logloss %.5f ECE %.4f (%.1fs)", data.name, name, m["auc"], m["logloss"], m["ece"],
+                 m["seconds"])
+    return out, logits
 
 
 def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: list[str],
@@ -303,7 +302,11 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
                                         encoder_state=encoder, readout=llm_ctr.readout,
                                         readout_state=L.part_state(state, "readout")),
                         llm_ctr.eval_batch_size)
-    metrics = {f"{s}/test": evaluate_split(models, enc.tensors(s, "test")) for s in eval_sources}
+    metrics, predictions = {}, {}
+    for s in eval_sources:
+        data = enc.tensors(s, "test")
+        metrics[f"{s}/test"], logits = evaluate_split(models, data)
+        predictions[f"{s}/test"] = (data, logits)
     synthetic = all("oracle_auc" in m for m in metrics.values())
     overlap = None
     if vocab_report is not None and Path(vocab_report).is_file():
@@ -319,7 +322,8 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
     report = {
         "dataset": f"avazu {', '.join(f'{s}/test' for s in eval_sources)} ({'synthetic' if synthetic else 'real'})",
         "synthetic": synthetic, "split": "test",
-        "protocol": "pointwise CTR: AUC and logloss over every row of each test split",
+        "protocol": "pointwise CTR: AUC, logloss and calibration (equal-mass ECE, mean predicted vs observed CTR, "
+                    "normalized entropy) over every row of each test split",
         "models": list(models),
         "leakage_protocol": {n: c.get("leakage_protocol", "seed_leaky") for n, c in phase_cfg.items()},
         "rows_excluded": {n: c.get("rows_excluded") for n, c in phase_cfg.items()},
@@ -335,10 +339,27 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
         report["headline"] = {
             "x4_test_auc": {**{n: m[n]["auc"] for n in models}, "oracle": m.get("oracle_auc")},
             "x4_test_logloss": {**{n: m[n]["logloss"] for n in models}, "oracle": m.get("oracle_logloss"),
-                                "base_rate": base_rate_logloss(m)},
+                                "base_rate": m["base_rate_logloss"]},
+            "x4_test_ece": {**{n: m[n]["ece"] for n in models}, "oracle": m.get("oracle_ece")},
             "llm_phase2_minus_baseline_auc": m["llm_phase2"]["auc"] - m["baseline"]["auc"],
         }
-    return report
+    return report, predictions
+
+
+def reliability_rows(predictions: dict) -> list[dict]:
+    """reports/avazu/reliability.json (a DVC plots file): the equal-mass reliability bins of every model,
+    and of the oracle on synthetic data, on every evaluated split."""
+    from pipeline.core.calibration import reliability_bins
+
+    rows = []
+    for split, (data, logits) in predictions.items():
+        scorers = {n: sigmoid(z) for n, z in logits.items()}
+        if data.oracle is not None:
+            scorers["oracle"] = data.oracle.numpy()
+        for name, p in scorers.items():
+            for i, b in enumerate(reliability_bins(data.y.numpy(), p)):
+                rows.append({"split": split, "model": name, "bin": i, **b})
+    return rows
 
 
 def evaluation_markdown(report: dict) -> str:
@@ -357,6 +378,24 @@ def evaluation_markdown(report: dict) -> str:
         lines.append(f"| {split} | {m['rows']:,} | " + " | ".join(f(m[n]["auc"]) for n in names)
                      + f" | {f(m.get('oracle_auc'))} | " + " | ".join(f(m[n]["logloss"]) for n in names)
                      + f" | {f(m.get('oracle_logloss'))} |")
+    lines += ["", f"Calibration (equal-mass ECE over {ECE_BINS} bins; ratio = mean predicted / observed CTR; NE = "
+                  "logloss / base-rate logloss, < 1 beats the constant predictor)"
+              + (" and agreement with the oracle (Pearson / Spearman of logits against logit(p_true), mean "
+                 "KL(p_true ‖ p̂) in nats)" if report["synthetic"] else "") + ":", "",
+              "| split | model | ECE | mean pred | observed | ratio | NE |"
+              + (" Pearson | Spearman | KL |" if report["synthetic"] else ""),
+              "|---|---|" + "---:|" * (8 if report["synthetic"] else 5)]
+    for split, m in report["metrics"].items():
+        for n in names:
+            r = m[n]
+            lines.append(f"| {split} | {n} | {f(r['ece'])} | {f(r['mean_pred'])} | {f(m['ctr'])} | "
+                         f"{f(r['calibration_ratio'])} | {f(r['normalized_entropy'])} |"
+                         + (f" {f(r.get('pearson_logit_vs_oracle'))} | {f(r.get('spearman_logit_vs_oracle'))} | "
+                            f"{f(r.get('kl_oracle_model'))} |" if report["synthetic"] else ""))
+        if m.get("oracle_ece") is not None:
+            lines.append(f"| {split} | oracle | {f(m['oracle_ece'])} | | {f(m['ctr'])} | | "
+                         f"{f(m['oracle_logloss'] / m['base_rate_logloss'] if m.get('base_rate_logloss') else None)} |"
+                         " 1 | 1 | 0 |")
     ov = report.get("vocab_overlap_x4_test")
     if ov and ov.get("occurrence_all_fields") is not None:
         lines += ["", f"Vocabulary overlap: {100 * ov['occurrence_all_fields']:.1f}% of x4/test tokens (by occurrence, "

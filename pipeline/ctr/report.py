@@ -45,6 +45,9 @@ def build_vocab_report(a, fields, vocab_, per_source, datasets, split_stats, syn
         others = [s for s in a.sources if s != "x4"]
         target = vc.count_file(datasets["x4"]["test"], fields, a.batch_rows)
         cross = {"seen_in": " ∪ ".join(f"{s}/train" for s in others) if others else None, "per_field": {}}
+        if not others:
+            cross["note"] = ("x4 is the only source: there is no other source's train split to compare x4/test "
+                             "with; only x4/train's coverage of x4/test (in-domain) is reported")
         seen = vc.merge_counts([per_source[s] for s in others]) if others else None
         raw = vc.merge_counts([unaligned[s] for s in others]) if (others and unaligned) else None
         if raw is not None:
@@ -87,9 +90,13 @@ def vocab_report_markdown(r: dict) -> str:
     if test_key:
         head += " OOV x4/test |"
         sep += "---:|"
+    cross = bool(ov and ov.get("seen_in"))
+    if cross:
+        head += f" x4/test tokens seen in {ov['seen_in']} (distinct / occurrence) |"
+        sep += "---:|"
     if ov:
-        head += f" x4/test tokens seen in {ov['seen_in']} (distinct / occurrence) | seen in x4/train (occurrence) |"
-        sep += "---:|---:|"
+        head += " x4/test tokens seen in x4/train (occurrence) |"
+        sep += "---:|"
     unal = bool(ov and ov.get("seen_in_unaligned"))
     if unal:
         head += " seen without alignment (occurrence) |"
@@ -101,12 +108,16 @@ def vocab_report_markdown(r: dict) -> str:
             row += f" {_pct(r['splits'][test_key]['oov_rate_per_field'][f])} |"
         if ov:
             pf = ov["per_field"][f]
-            row += (f" {_pct(pf['distinct'])} / {_pct(pf['occurrence'])} |"
-                    f" {_pct(pf['in_domain_x4_train_occurrence'])} |")
+            if cross:
+                row += f" {_pct(pf['distinct'])} / {_pct(pf['occurrence'])} |"
+            row += f" {_pct(pf['in_domain_x4_train_occurrence'])} |"
             if unal:
                 row += f" {_pct(pf.get('unaligned_occurrence'))} |"
         lines.append(row)
-    if ov:
+    if ov and not cross:
+        lines += ["", f"All fields, by occurrence: {_pct(ov['in_domain_x4_train_occurrence_all_fields'])} of x4/test "
+                      f"tokens were seen in x4/train. Cross-source overlap: none to report ({ov['note']})."]
+    elif ov:
         lines += ["", f"All fields, by occurrence: {_pct(ov['occurrence_all_fields'])} of x4/test tokens were seen in "
                       f"{ov['seen_in']} (vs {_pct(ov['in_domain_x4_train_occurrence_all_fields'])} in x4/train)"
                       + (f"; without alignment {_pct(ov['unaligned_occurrence_all_fields'])} were seen in "

@@ -91,8 +91,9 @@ def _cell(run: dict) -> dict:
     m = run["test"][run["headline_split"].split("/")[0]]
     out = {"auc": m["auc"], "logloss": m["logloss"], "best_epoch": run["best_epoch"],
            "epochs_run": run["epochs_run"], "wall_seconds": run["wall_seconds"]}
-    if "gap_to_oracle_auc" in m:
-        out["gap_to_oracle_auc"] = m["gap_to_oracle_auc"]
+    for k in ("gap_to_oracle_auc", "ece", "calibration_ratio", "spearman_logit_vs_oracle"):
+        if k in m:
+            out[k] = m[k]
     return out
 
 
@@ -101,7 +102,8 @@ def is_rho_run(run: dict) -> bool:
 
 
 def study_table(runs: list[dict]) -> dict:
-    """The model × optimizer table (cells: test AUC, logloss, oracle gap, best epoch, wall time) from the
+    """The model × optimizer table (cells: test AUC, logloss, oracle gap, ECE, calibration ratio, Spearman
+    agreement with the oracle, best epoch, wall time) from the
     table runs (rho-grid runs are left to :func:`rho_curve`), with each model's best optimizer and
     Helen − Adam / Helen − SAM AUC differences."""
     cells = [r for r in runs if not is_rho_run(r)]

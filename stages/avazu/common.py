@@ -18,6 +18,7 @@ SAMPLE = DATA / "interim" / "sample"
 VOCAB = DATA / "vocab"
 ENCODED = DATA / "encoded"
 LEAKAGE = DATA / "leakage"                                 # avazu_leakage: x4 valid/test events per row
+PREDICTIONS = DATA / "predictions"                         # test predictions of the trained models (parquet)
 REPORTS = Path("reports/avazu")
 MODELS = Path("models/avazu")
 CKPT = Path("models/.ckpt")                                # resume points of killed runs (never a DVC out)
