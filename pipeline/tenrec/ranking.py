@@ -15,21 +15,44 @@ pos_weight = like_pos_weight).
 
 Evaluation works on a :class:`CandidateSet`: per user a fixed candidate matrix with the positive's column,
 the like flags and the histories, built once as tensors and scored in flat batches every epoch (the
-vectorised evaluation cache).
+vectorised evaluation cache). :func:`candidate_set` builds a protocol's set the one way the training monitor,
+tenrec_evaluate and ``recdag tenrec predict`` share.
+
+**Prediction files** (:func:`write_predictions`; tenrec_evaluate's data/tenrec/predictions/test_<protocol>.parquet
+and ``recdag tenrec predict``'s ``--out``): parquet, one row per valid (user, candidate) pair of a candidate
+set, users in the set's order, candidates by slot:
+
+* ``user`` / ``item`` (int64): the raw ids (the prepared data's ``user_id`` / ``items.parquet`` ``item_id``);
+* ``slot`` (int32): the candidate's column in the set (sampled: 0 = the held-out click; retrieved: the ANN
+  rank, 0 = nearest);
+* ``label`` (int8): 1 = the held-out click (at most one per user; none where the retriever missed it);
+  ``like`` (int8): 1 = the held-out click was liked;
+* ``logit_click``, ``p_click``, ``logit_like``, ``p_like`` (float32): the two heads' logits and
+  ``torch.sigmoid`` of them in float32, taken on the scoring batch (the very numbers the metrics are
+  computed from; torch's vectorised sigmoid of the same logits laid out otherwise may differ by an ulp or
+  two);
+* ``p_true_click``, ``p_true_like`` (float32, synthetic data only): the world's p(click) and
+  p(click)·p(like | click) (:func:`oracle_scores`).
+
+The file's key-value metadata carries ``protocol`` (the set's name, e.g. ``sampled_128``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.data import TensorData
-from pipeline.core.errors import DataError
+from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.io import read_json
 from pipeline.core.seeding import rng, seed_everything
 from pipeline.core.train import LoopState, Task
 from pipeline.tenrec.fastformer import Encoder
@@ -40,6 +63,11 @@ from pipeline.tenrec.prepare import Sequences, Split, clicked_sets, histories
 log = logging.getLogger(__name__)
 
 USER, GENDER, AGE, TARGET, LIKE, HIST = 0, 1, 2, 3, 4, 5
+
+# Ranker.config's keys and types: what train_ranking writes to config.json and load_ranker_dir rebuilds from.
+RANKER_CONFIG = {"n_items": int, "n_categories": int, "encoder": str, "embedding_dim": int, "num_layers": int,
+                 "num_heads": int, "ffn_dim": int, "dropout": float, "max_len": int}
+ENCODERS = ("fastformer", "transformer")
 
 
 class Ranker(nn.Module):
@@ -219,27 +247,65 @@ def retrieved_candidates(s: Sequences, split: Split, idx: np.ndarray, candidates
                         torch.from_numpy(np.where(valid, cand, 0)), valid, positive, liked)
 
 
+PROTOCOLS = ("sampled", "retrieved")
+
+
+def candidate_set(s: Sequences, split: Split, which: str, protocol: str, *, n_neg: int, n_users: int,
+                  max_len: int, seed: int, candidates: np.ndarray | None = None) -> CandidateSet:
+    """The candidate set of ``protocol`` (``sampled`` | ``retrieved``) on the ``which`` (``test`` | ``valid``)
+    clicks of the evaluated users (:func:`eval_users` ``n_users``, seeded by ``which``): the one
+    construction tenrec_evaluate and ``recdag tenrec predict`` share. ``retrieved`` re-ranks ``candidates``
+    (the first ``rerank_k`` ANN candidates of every test query, :func:`load_candidates`); the index holds
+    them for the test clicks only."""
+    idx = eval_users(split, n_users, seed, which)
+    if protocol == "sampled":
+        return sampled_candidates(s, split, which, idx, n_neg, max_len, seed)
+    if protocol != "retrieved":
+        raise ConfigError(f"protocol '{protocol}' is not one of {', '.join(PROTOCOLS)}")
+    if which != "test":
+        raise ConfigError(f"protocol retrieved is defined on the test clicks only (the ANN candidates are the "
+                          f"test queries'), not on '{which}'")
+    if candidates is None:
+        raise ConfigError("protocol retrieved needs the ANN candidates (build_index's candidates.npz)")
+    return retrieved_candidates(s, split, idx, candidates, max_len)
+
+
+@dataclass
+class CandidateScores:
+    """The ranker's outputs for every candidate of a set, [U, C] float32 each: the click and like heads'
+    logits and ``torch.sigmoid`` of them (computed in float32, batch by batch, as the metrics use them)."""
+
+    logit_click: np.ndarray
+    logit_like: np.ndarray
+    p_click: np.ndarray
+    p_like: np.ndarray
+
+
 @torch.no_grad()
-def score_candidates(model: Ranker, cs: CandidateSet, batch_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(p_click, p_like) [U, C] for every candidate, in flat batches of ~``batch_rows`` (user, item) rows."""
+def score_candidates(model: Ranker, cs: CandidateSet, batch_rows: int) -> CandidateScores:
+    """Logits and probabilities [U, C] of every candidate, in flat batches of ~``batch_rows`` (user, item)
+    rows; eval mode for the pass, the model's mode restored after."""
     was = model.training
     model.eval()
     u, c = cs.items.shape
-    click = np.empty((u, c), np.float32)
-    like = np.empty((u, c), np.float32)
+    out = CandidateScores(*(np.empty((u, c), np.float32) for _ in range(4)))
     per = max(1, batch_rows // c)
     for a in range(0, u, per):
         b = min(u, a + per)
         x = cs.user_x[a:b].repeat_interleave(c, 0).clone()
         x[:, TARGET] = cs.items[a:b].reshape(-1).to(x.dtype)
-        p = torch.sigmoid(model(x).float()).view(b - a, c, 2).numpy()
-        click[a:b], like[a:b] = p[..., 0], p[..., 1]
+        z = model(x).float()
+        p = torch.sigmoid(z).view(b - a, c, 2).numpy()
+        z = z.view(b - a, c, 2).numpy()
+        out.logit_click[a:b], out.logit_like[a:b] = z[..., 0], z[..., 1]
+        out.p_click[a:b], out.p_like[a:b] = p[..., 0], p[..., 1]
     model.train(was)
-    return click, like
+    return out
 
 
 def oracle_scores(world, s: Sequences, cs: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
-    """The world's true p(click) and p(click)·p(like | click) for every candidate."""
+    """The world's true p(click) and p(click)·p(like | click) for every candidate (float64; empty slots get
+    an arbitrary valid item's, to be masked by ``cs.valid``)."""
     items = cs.items.numpy()
     raw_items = np.where(cs.valid, s.item_raw[items], s.item_raw[1])
     raw_users = np.broadcast_to(s.user_id[cs.users][:, None], items.shape)
@@ -247,9 +313,13 @@ def oracle_scores(world, s: Sequences, cs: CandidateSet) -> tuple[np.ndarray, np
     return p_click, p_click * p_like
 
 
+def candidate_metrics(sc: CandidateScores, cs: CandidateSet, k: int) -> dict:
+    """:func:`~pipeline.tenrec.metrics.protocol_metrics` of the scores' probabilities on ``cs``."""
+    return protocol_metrics(sc.p_click, sc.p_like, cs.positive, cs.liked, cs.valid, k)
+
+
 def evaluate_candidates(model: Ranker, cs: CandidateSet, k: int, batch_rows: int) -> dict:
-    click, like = score_candidates(model, cs, batch_rows)
-    return protocol_metrics(click, like, cs.positive, cs.liked, cs.valid, k)
+    return candidate_metrics(score_candidates(model, cs, batch_rows), cs, k)
 
 
 class RankingTask(Task):
@@ -334,51 +404,176 @@ def load_candidates(path, split: Split, k: int) -> np.ndarray:
         return z["test"][:, :k]
 
 
+@dataclass
+class ScoredSet:
+    """One protocol's candidate set with the ranker's scores and, on synthetic data, the oracle's
+    (``p_true_click`` = p(click), ``p_true_like`` = p(click)·p(like | click), float64 [U, C])."""
+
+    cs: CandidateSet
+    scores: CandidateScores
+    p_true_click: np.ndarray | None = None
+    p_true_like: np.ndarray | None = None
+
+
+def score_set(model: Ranker, s: Sequences, cs: CandidateSet, batch_rows: int, world=None) -> ScoredSet:
+    """The ranker's scores of ``cs`` and, when ``world`` is given, the oracle's."""
+    sc = score_candidates(model, cs, batch_rows)
+    if world is None:
+        return ScoredSet(cs, sc)
+    return ScoredSet(cs, sc, *oracle_scores(world, s, cs))
+
+
 def evaluate_protocols(model: Ranker, s: Sequences, split: Split, test_candidates: np.ndarray, rp, *, seed: int,
-                       world=None) -> tuple[dict, list[CandidateSet]]:
+                       world=None) -> tuple[dict, list[ScoredSet]]:
     """Both protocols on the test clicks of the evaluated users: ``sampled_<1+n>`` (the held-out click among
     ``rp.sampled_negatives`` uniform non-clicked items) and ``retrieved_top_k`` (``test_candidates``), each
-    the model's figures with the oracle's beside them on synthetic data. (metrics by protocol, the sets)."""
-    idx = eval_users(split, rp.eval_users, seed, "test")
-    sets = [sampled_candidates(s, split, "test", idx, rp.sampled_negatives, rp.max_len, seed),
-            retrieved_candidates(s, split, idx, test_candidates, rp.max_len)]
-    protocols = {}
-    for cs in sets:
-        m = evaluate_candidates(model, cs, rp.ndcg_k, rp.eval_batch_size)
+    the model's figures with the oracle's beside them on synthetic data. (metrics by protocol, the scored
+    sets: the prediction files' content.) The click head's agreement with the oracle
+    (:data:`AGREEMENT`) is added by the stage, which alone depends on pipeline/core/calibration.py."""
+    protocols, runs = {}, []
+    for protocol in PROTOCOLS:
+        cs = candidate_set(s, split, "test", protocol, n_neg=rp.sampled_negatives, n_users=rp.eval_users,
+                           max_len=rp.max_len, seed=seed, candidates=test_candidates)
+        run = score_set(model, s, cs, rp.eval_batch_size, world)
         o = None
         if world is not None:
-            oc, ol = oracle_scores(world, s, cs)
-            o = protocol_metrics(oc, ol, cs.positive, cs.liked, cs.valid, rp.ndcg_k)
-        protocols[cs.protocol] = beside_oracle(m, o, skip=("positive_in_candidates",))
-    return protocols, sets
+            o = protocol_metrics(run.p_true_click, run.p_true_like, cs.positive, cs.liked, cs.valid, rp.ndcg_k)
+        protocols[cs.protocol] = beside_oracle(candidate_metrics(run.scores, cs, rp.ndcg_k), o,
+                                               skip=("positive_in_candidates",))
+        runs.append(run)
+    return protocols, runs
+
+
+# The click head's agreement with the oracle over a set's valid candidates, as
+# pipeline.core.calibration.oracle_agreement names it (synthetic data only; model rows of evaluate.md).
+AGREEMENT = ("pearson_logit_vs_oracle", "spearman_logit_vs_oracle", "kl_oracle_model")
+CALIBRATION_NOTE = ("no ECE / calibration ratio for candidate sets: their label mix "
+                    "(1 held-out click among sampled / retrieved candidates) is not the exposure distribution "
+                    "the click head is trained on, so p_click is not expected to match their click rate")
+AGREEMENT_NOTE = ("the click head's logits against logit(p_true_click) of the world over the valid candidates: "
+                  "Pearson and Spearman correlations, and kl_oracle_model = mean KL(Bernoulli(p_true) || "
+                  "Bernoulli(p_click)) in nats")
 
 
 def evaluate_report(protocols: dict, sets: list[CandidateSet], rp, rerank_k: int, index: str, *, dataset: str,
                     synthetic: bool) -> dict:
     """reports/tenrec/evaluate.json."""
     sampled, retrieved = sets
+    notes = {sampled.protocol: f"the held-out click among {rp.sampled_negatives} items drawn uniformly from "
+                               "the items the user never clicked (comparable with the seed's / Tenrec's table)",
+             retrieved.protocol: f"the first {rerank_k} candidates of the {index} index; a held-out "
+                                 "click the retriever missed counts as a miss (0) on every ranking metric",
+             "calibration": CALIBRATION_NOTE}
+    if synthetic:
+        notes["oracle agreement"] = AGREEMENT_NOTE
     return {"dataset": dataset, "synthetic": synthetic, "split": "test (each user's last click, leave-last-out)",
             "users": int(len(sampled)), "encoder": rp.encoder, "index": index, "protocol": list(protocols),
-            "protocol_notes": {
-                sampled.protocol: f"the held-out click among {rp.sampled_negatives} items drawn uniformly from "
-                                  "the items the user never clicked (comparable with the seed's / Tenrec's table)",
-                retrieved.protocol: f"the first {rerank_k} candidates of the {index} index; a held-out "
-                                    "click the retriever missed counts as a miss (0) on every ranking metric"},
-            "metrics": protocols}
+            "protocol_notes": notes, "metrics": protocols}
 
 
 def evaluate_markdown(report: dict, k: int) -> str:
-    """reports/tenrec/evaluate.md: one row per protocol and scorer (model, and oracle on synthetic data)."""
+    """reports/tenrec/evaluate.md: one row per protocol and scorer (model, and oracle on synthetic data); on
+    synthetic data the model rows also carry the click head's correlations with the oracle (n/a on the
+    oracle's own rows)."""
     cols = ["auc", "like_auc", f"ndcg@{k}", "hr@1", "mrr"]
+    agree = list(AGREEMENT[:2]) if report["synthetic"] else []
     lines = [f"# Tenrec ranking: {report['dataset']}, {report['encoder']} ranker, {report['index']} index",
              "", f"{report['users']} test users. " + " ".join(f"`{p}`: {n}." for p, n in report["protocol_notes"].items()),
-             "", "| protocol | scorer | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+             "", "| protocol | scorer | " + " | ".join(cols + agree) + " |",
+             "|---|---|" + "---|" * len(cols + agree)]
 
     def f(v):
         return "n/a" if v is None else f"{v:.4f}"
 
     for proto, m in report["metrics"].items():
-        lines.append(f"| {proto} | model | " + " | ".join(f(m.get(c)) for c in cols) + " |")
+        lines.append(f"| {proto} | model | " + " | ".join(f(m.get(c)) for c in cols + agree) + " |")
         if report["synthetic"]:
-            lines.append(f"| {proto} | oracle | " + " | ".join(f(m.get(f'oracle_{c}')) for c in cols) + " |")
+            lines.append(f"| {proto} | oracle | " + " | ".join([f(m.get(f'oracle_{c}')) for c in cols]
+                                                                + ["n/a"] * len(agree)) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------- prediction files
+def prediction_schema(oracle: bool, protocol: str) -> pa.Schema:
+    """The prediction file's columns (module docstring); ``protocol`` goes into its metadata."""
+    f32 = pa.float32()
+    fields = [pa.field("user", pa.int64()), pa.field("item", pa.int64()), pa.field("slot", pa.int32()),
+              pa.field("label", pa.int8()), pa.field("like", pa.int8()), pa.field("logit_click", f32),
+              pa.field("p_click", f32), pa.field("logit_like", f32), pa.field("p_like", f32)]
+    if oracle:
+        fields += [pa.field("p_true_click", f32), pa.field("p_true_like", f32)]
+    return pa.schema(fields, metadata={"protocol": protocol})
+
+
+def write_predictions(path, s: Sequences, run: ScoredSet, batch_rows: int = 1 << 20) -> int:
+    """Write ``run``'s valid (user, candidate) pairs to the parquet ``path`` (module docstring), in batches
+    of whole users (~``batch_rows`` rows each), so memory beyond the scores is one batch. Returns the rows
+    written (= ``run.cs.valid.sum()``)."""
+    cs, sc = run.cs, run.scores
+    oracle = run.p_true_click is not None
+    schema = prediction_schema(oracle, cs.protocol)
+    items = cs.items.numpy()
+    per = max(1, batch_rows // max(1, items.shape[1]))
+    rows = 0
+    with pq.ParquetWriter(Path(path), schema, compression="zstd") as w:
+        for a in range(0, max(len(cs), 1), per):
+            b = min(len(cs), a + per)
+            r, c = np.nonzero(cs.valid[a:b])
+            ra = r + a
+            cols = [s.user_id[cs.users[ra]].astype(np.int64), s.item_raw[items[ra, c]].astype(np.int64),
+                    c.astype(np.int32), cs.positive[ra, c].astype(np.int8), cs.liked[ra, c].astype(np.int8),
+                    sc.logit_click[ra, c], sc.p_click[ra, c], sc.logit_like[ra, c], sc.p_like[ra, c]]
+            if oracle:
+                cols += [run.p_true_click[ra, c].astype(np.float32), run.p_true_like[ra, c].astype(np.float32)]
+            w.write_batch(pa.record_batch([pa.array(x) for x in cols], schema=schema))
+            rows += len(r)
+    return rows
+
+
+# ------------------------------------------------------------------------------- a trained model folder
+def load_ranker_dir(model_dir, s: Sequences) -> Ranker:
+    """The ranker of a train_ranking folder (``config.json`` = :attr:`Ranker.config`, ``model.pt`` = its
+    state_dict, loaded with ``weights_only=True``), rebuilt from the folder's config, not from params, in
+    eval mode. One-line :class:`DataError` when a file is missing, the config is not a ranker's, or its
+    vocabulary (``n_items`` / ``n_categories``) is not the prepared data ``s``'s: item codes of other
+    prepared data would index other embeddings, and scores would be silently wrong."""
+    model_dir = Path(model_dir)
+    cfg_file, weights = model_dir / "config.json", model_dir / "model.pt"
+    made_by = "the output of tenrec_train_ranking (models/tenrec/ranking)"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise DataError(f, "missing", expected=made_by)
+    try:
+        cfg = read_json(cfg_file)
+    except ValueError as e:
+        raise DataError(cfg_file, f"not JSON ({e})", expected=made_by) from None
+    keys = set(RANKER_CONFIG)
+    if not isinstance(cfg, dict) or set(cfg) != keys:
+        got = sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__
+        raise DataError(cfg_file, f"not a Tenrec ranker's config (keys {got})",
+                        expected=f"the keys {sorted(keys)} of {made_by}")
+    for key, kind in RANKER_CONFIG.items():
+        v = cfg[key]
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)) or kind is float and (
+                isinstance(v, bool) or not isinstance(v, (int, float))) or kind is str and not isinstance(v, str):
+            raise DataError(cfg_file, f"{v!r} is not a{'n' if kind is int else ''} {kind.__name__}", field=key,
+                            expected=f"the config.json of {made_by}")
+    if cfg["encoder"] not in ENCODERS:
+        raise DataError(cfg_file, f"unknown encoder '{cfg['encoder']}'", field="encoder",
+                        expected=" or ".join(ENCODERS))
+    for key, have, what in (("n_items", s.n_items, "items"), ("n_categories", s.n_categories, "categories")):
+        if cfg[key] != have:
+            raise DataError(cfg_file, f"vocabulary mismatch: the model has {cfg[key]} {what}, the prepared data "
+                            f"{have}", field=key, expected="the prepared data the model was trained on")
+    try:
+        model = Ranker(item_category=torch.from_numpy(s.item_category), **cfg)
+        model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+    except (RuntimeError, KeyError, ValueError, AssertionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(weights, f"does not load into the ranker of {cfg_file.name} ({first})",
+                        expected=f"the weights written with that config by {made_by}") from None
+    if not np.array_equal(model.item_category.numpy(), s.item_category):
+        raise DataError(weights, "vocabulary mismatch: the model's item -> category table differs from the "
+                        "prepared data's", field="item_category", expected="the prepared data the model was trained on")
+    return model.eval()
+

@@ -12,6 +12,7 @@ RAW = DATA / "raw"
 PREPARED = DATA / "prepared"
 EMBEDDINGS = DATA / "embeddings"
 CANDIDATES = DATA / "candidates"
+PREDICTIONS = DATA / "predictions"
 MODELS = Path("models/tenrec")
 REPORTS = Path("reports/tenrec")
 TB = Path("reports/tb/tenrec")
