@@ -9,6 +9,9 @@
    and the ones the stages recorded (reports/avazu/llm_phase*.json) when a `dvc repro` has run.
 3. Where a CUDA GPU is available, a few phase-1 steps of the random Qwen3-0.6B-shaped model in bf16:
    samples/s and peak memory; otherwise the note says there was none.
+4. SmolLM2-135M-Instruct (a real pretrained Llama, ``llm.source: smollm2``; needs ``bash bin/setup
+   --smollm2``): phase-1 and phase-2 steps with and without the prompt cache on CPU fp32 at the real prompt
+   (its own tokenizer), and in bf16 on CUDA where present; skipped with a note when the extra is absent.
 
 Each measurement runs in its own child process (bench/common.py). ``python bench/llm_ctr.py`` prints the
 table and writes bench/out/llm_ctr.md. ``--quick`` shrinks the step counts (smoke test).
@@ -176,12 +179,43 @@ def child_qwen06b(args) -> None:
     emit(out)
 
 
+def child_smollm2(args) -> None:
+    """SmolLM2-135M-Instruct converted from the packaged GGUF: cache vs no cache, phase 1 and 2."""
+    import torch
+
+    from pipeline.ctr import llm as L
+    from pipeline.ctr import llm_init as li
+
+    p = _params()
+    lp = p["llm"]
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    fields, dim, vocab = 24, p["ctr"]["embedding_dim"], 1000
+    with tempfile.TemporaryDirectory() as d:
+        li.convert_smollm2(Path(d))
+        bundle = li.load_bundle(Path(d), prompt=lp["prompt"], answer_tokens=lp["answer_tokens"], dtype=dtype,
+                                device=device)
+    out = {"prompt_tokens": len(bundle.prompt_ids), "fields": fields, "batch": args.batch,
+           "params": sum(q.numel() for q in bundle.llm.parameters()), "dtype": str(dtype).replace("torch.", ""),
+           "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+           "threads": torch.get_num_threads()}
+    for phase in (1, 2):
+        for cache in (True, False):
+            m = L.build_llm_ctr(_baseline(fields, dim, vocab), bundle, projector_hidden=p["llm_ctr"]["projector_hidden"],
+                                train_encoder=(phase == 2), prompt_cache=cache, seed=0)
+            CPU_TIMES.clear()
+            ts = _step_times(m, args.batch, fields, vocab, args.steps, args.warmup, cache)
+            out[f"phase{phase}_{'cache' if cache else 'nocache'}_s"] = statistics.median(ts)
+            out[f"phase{phase}_{'cache' if cache else 'nocache'}_cpu_s"] = statistics.median(CPU_TIMES)
+    emit(out)
+
+
 # ------------------------------------------------------------------------------------------------ parent
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", choices=["tiny", "qwen06b"])
+    ap.add_argument("--child", choices=["tiny", "qwen06b", "smollm2"])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch", type=int, default=2)
@@ -190,6 +224,7 @@ def main() -> None:
     ap.add_argument("--both", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
     ap.add_argument("--skip-06b", action="store_true", help="skip the Qwen3-0.6B-shaped CPU step")
+    ap.add_argument("--skip-smollm2", action="store_true", help="skip the SmolLM2-135M steps")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the children (0 = torch's default; "
                     "1 avoids oversubscription on a machine shared with other jobs)")
     args = ap.parse_args()
@@ -201,6 +236,8 @@ def main() -> None:
         return child_tiny(args)
     if args.child == "qwen06b":
         return child_qwen06b(args)
+    if args.child == "smollm2":
+        return child_smollm2(args)
 
     import torch
 
@@ -222,6 +259,28 @@ def main() -> None:
         rows.append((f"Qwen3-0.6B shapes (random, {big['params'] / 1e6:.0f}M), phase 1, batch 2", P, F,
                      big["cache_s"], big["nocache_s"], 2 / big["cache_s"], 2 / big["nocache_s"], big["cache_cpu_s"],
                      big["nocache_cpu_s"]))
+    smol, smol_note = [], ""
+    import importlib.util
+
+    from pipeline.ctr.llm_init import SMOLLM2_INSTALL, SMOLLM2_PACKAGE
+
+    if args.skip_smollm2:
+        smol_note = "SmolLM2-135M: skipped (--skip-smollm2)."
+    elif any(importlib.util.find_spec(m) is None for m in (SMOLLM2_PACKAGE, "gguf", "accelerate")):
+        smol_note = f"SmolLM2-135M: skipped, the extra is not installed ({SMOLLM2_INSTALL})."
+    else:
+        smol_devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        for dev in smol_devices:
+            batch = "64" if dev == "cuda" else "16"
+            smol.append(run_child(me, "--child", "smollm2", "--device", dev, "--batch", batch,
+                                  "--steps", "1" if args.quick else "3", "--warmup", "1", *th))
+        for r in smol:
+            for phase in (1, 2):
+                c, n = r[f"phase{phase}_cache_s"], r[f"phase{phase}_nocache_s"]
+                rows.append((f"SmolLM2-135M-Instruct (pretrained, {r['params'] / 1e6:.0f}M, {r['dtype']} on "
+                             f"{r['device']}), phase {phase}, batch {r['batch']}", r["prompt_tokens"], r["fields"],
+                             c, n, r["batch"] / c, r["batch"] / n, r[f"phase{phase}_cache_cpu_s"],
+                             r[f"phase{phase}_nocache_cpu_s"]))
     gpu = None
     if torch.cuda.is_available():
         gpu = run_child(me, "--child", "qwen06b", "--device", "cuda", "--batch", "64", "--steps", "5",
@@ -245,8 +304,15 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, p_, f_, c, n, sc, sn, cc, cn in rows:
         lines.append(f"| {name} | {p_} | {f_} | {c:.3f} | {n:.3f} | {n / c:.2f}x | {cc:.3f} | {cn:.3f} | "
-                     f"{cn / cc:.2f}x | {cn / cc / theory:.2f} | {sc:,.2f} | {sn:,.2f} |")
+                     f"{cn / cc:.2f}x | {cn / cc / ((p_ + f_) / f_):.2f} | {sc:,.2f} | {sn:,.2f} |")
     lines += [""]
+    if smol:
+        sp = smol[0]["prompt_tokens"]
+        lines += [f"SmolLM2's tokenizer gives the prompt {sp} tokens: its theoretical ratio is "
+                  f"({sp} + {F}) / {F} = {(sp + F) / F:.2f} (each row's 'CPU speed-up / theoretical' uses its own P).",
+                  ""]
+    if smol_note:
+        lines += [smol_note, ""]
     if stage:
         lines += ["Samples/s recorded by the stages on the embedded default (reports/avazu/llm_phase*.json, "
                   "whole fit incl. validation):", "",

@@ -15,11 +15,12 @@ from pathlib import Path
 from pipeline.core.params import SEED_KEY, Check, load_all, read_params
 from pipeline.ctr import models as ctr_models
 from pipeline.ctr import params as ctr_params
+from pipeline.ctr import llm_study as ctr_llm_study
 from pipeline.ctr import study as ctr_study
 from pipeline.seqrec import params as seqrec_params
 from pipeline.tenrec import params as tenrec_params
 
-MODULES = (ctr_params, ctr_models, ctr_study, tenrec_params, seqrec_params)
+MODULES = (ctr_params, ctr_models, ctr_study, ctr_llm_study, tenrec_params, seqrec_params)
 
 
 def section_classes(modules=MODULES) -> tuple[type, ...]:

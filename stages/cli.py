@@ -65,6 +65,9 @@ COMMANDS: dict[str, dict[str, str]] = {
         "amazon-transfer": "stages.studies.amazon_transfer:amazon_transfer",
         "amazon-scaling": "stages.studies.amazon_scaling:amazon_scaling",
         "amazon-table": "stages.studies.amazon_table:amazon_table",
+        "llm-init": "stages.studies.llm_init:llm_init",
+        "llm-run": "stages.studies.llm_run:llm_run",
+        "llm-table": "stages.studies.llm_table:llm_table",
     },
     "": {                                                   # top-level commands
         "report": "stages.report:report",

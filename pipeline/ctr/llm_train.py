@@ -132,7 +132,7 @@ def llm_info(llm_dir: Path) -> dict:
 
 
 def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[str], features: list[str],
-               projector_hidden: int, readout: str, device="cpu") -> tuple[dict, dict]:
+               projector_hidden: int, readout: str, projector: str = "per_field", device="cpu") -> tuple[dict, dict]:
     """State dict and config of a finished phase, checked against the current params."""
     d = paths.phases[phase]
     for f in (d / "model.pt", d / "config.json"):
@@ -140,9 +140,10 @@ def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[
             raise DataError(f, f"phase {phase} output missing", expected=f"the output of avazu_llm_phase@{phase}")
     cfg = read_json(d / "config.json")
     for key, now in (("prompt", prompt), ("answer_tokens", list(answer_tokens)), ("features", features),
-                     ("projector_hidden", projector_hidden), ("readout", readout)):
-        if cfg.get(key) != now:
-            raise DataError(d / "config.json", f"trained with {key}={cfg.get(key)!r}, params say {now!r}",
+                     ("projector_hidden", projector_hidden), ("readout", readout), ("projector", projector)):
+        was = cfg.get(key, "per_field" if key == "projector" else None)     # written before the option existed
+        if was != now:
+            raise DataError(d / "config.json", f"trained with {key}={was!r}, params say {now!r}",
                             field=key, expected=f"re-run avazu_llm_phase@{phase} (dvc repro)")
     return torch.load(d / "model.pt", weights_only=True, map_location=device), cfg
 
@@ -170,7 +171,8 @@ class PhaseRun:
         device = resolve_device(llm_ctr.device)
         dtype = resolve_dtype(llm_ctr.dtype, device)
         phase1 = (load_phase(paths, 1, prompt=llm.prompt, answer_tokens=llm.answer_tokens, features=enc.features,
-                             projector_hidden=llm_ctr.projector_hidden, readout=llm_ctr.readout)[0]
+                             projector_hidden=llm_ctr.projector_hidden, readout=llm_ctr.readout,
+                             projector=llm_ctr.projector)[0]
                   if phase == 2 else None)
         baseline = L.load_baseline(paths.baseline, enc.features, enc.vocab_sizes)
         bundle = L.load_bundle(paths.llm, prompt=llm.prompt, answer_tokens=llm.answer_tokens, dtype=dtype,
@@ -184,12 +186,14 @@ class PhaseRun:
         if phase == 1:
             model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=False,
                                     prompt_cache=llm_ctr.prompt_cache, readout=llm_ctr.readout,
+                                    projector=llm_ctr.projector,
                                     seed=derive_seed(seed, "llm", "projector") % 2**63)
             first = sources[0].train                  # the affine readout starts at its rate, unit-variance logits
             model.init_readout(first.x[:READOUT_INIT_ROWS], float(first.y.float().mean()) if len(first) else 0.5)
         else:
             model = L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden, train_encoder=True,
                                     prompt_cache=llm_ctr.prompt_cache, projector_state=L.split_state(phase1)[0],
+                                    projector=llm_ctr.projector,
                                     readout=llm_ctr.readout, readout_state=L.part_state(phase1, "readout"))
             fingerprints.append(L.dir_fingerprint(paths.phases[1]))
         log.info("phase %d: %d trainable parameters (%s), LLM %s in %s on %s, prompt %d tokens, cache %s", phase,
@@ -227,7 +231,7 @@ class PhaseRun:
             "protocol": PROTOCOL, "leakage_protocol": self.protocol,
             "rows_excluded": {s.name: s.excluded for s in self.sources}, "phase": self.phase,
             "trains": "projector" if self.phase == 1 else "encoder + projector", "lr": lr,
-            "readout": llm_ctr.readout,
+            "readout": llm_ctr.readout, "projector": llm_ctr.projector,
             "train_sources": list(train.sources), "prompt_cache": llm_ctr.prompt_cache,
             "dtype": str(self.dtype).replace("torch.", ""), "device": self.device.type,
             "llm": info.get("source"), "llm_parameters": info.get("num_parameters"),
@@ -235,7 +239,8 @@ class PhaseRun:
             "metrics": result["sources"],
         }
         config = {"phase": self.phase, "train_encoder": self.phase == 2, "features": self.enc.features,
-                  "projector_hidden": llm_ctr.projector_hidden, "readout": llm_ctr.readout,
+                  "projector": llm_ctr.projector, "projector_hidden": llm_ctr.projector_hidden,
+                  "readout": llm_ctr.readout,
                   "readout_state": {k: float(v) for k, v in self.model.readout.state_dict().items()},
                   "hidden_size": self.bundle.hidden_size,
                   "prompt": llm.prompt, "prompt_tokens": self.model.num_prompt_tokens,
@@ -295,12 +300,12 @@ def evaluate_x4(paths: LlmPaths, *, llm, llm_ctr: LlmCtrParams, eval_sources: li
     for phase, where, name in runs:
         state, phase_cfg[name] = load_phase(where, phase, prompt=llm.prompt, answer_tokens=llm.answer_tokens,
                                             features=enc.features, projector_hidden=llm_ctr.projector_hidden,
-                                            readout=llm_ctr.readout)
+                                            readout=llm_ctr.readout, projector=llm_ctr.projector)
         proj, encoder = L.split_state(state)
         models[name] = (L.build_llm_ctr(baseline, bundle, projector_hidden=llm_ctr.projector_hidden,
                                         train_encoder=False, prompt_cache=llm_ctr.prompt_cache, projector_state=proj,
                                         encoder_state=encoder, readout=llm_ctr.readout,
-                                        readout_state=L.part_state(state, "readout")),
+                                        readout_state=L.part_state(state, "readout"), projector=llm_ctr.projector),
                         llm_ctr.eval_batch_size)
     metrics, predictions = {}, {}
     for s in eval_sources:

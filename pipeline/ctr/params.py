@@ -156,13 +156,14 @@ class LlmParams:
 
     SECTION: ClassVar[str] = "llm"
 
-    source: Literal["tiny", "hf", "local"]
+    source: Literal["tiny", "hf", "local", "smollm2"]
     name: str                        # hf: the model repository (Qwen/Qwen3-0.6B)
     revision: str                    # hf: branch, tag or commit
     local_path: str                  # local: a directory holding an HF causal LM and its tokenizer
     tiny: LlmTiny
     prompt: str                      # the text before the soft tokens
     answer_tokens: list[str]         # [no-click word, click word]; each must be exactly one token
+    random_init: bool = False        # hf / local / smollm2: same architecture + tokenizer, fresh seeded weights
 
     def validate(self) -> None:
         if self.source == "local" and not self.local_path:
@@ -199,6 +200,7 @@ class LlmCtrParams:
     device: Literal["auto", "cpu", "cuda"]
     eval_batch_size: int             # rows per scoring batch (validation and evaluation)
     readout: Literal["affine", "seed"] = "affine"   # seed: σ(l_yes − l_no) | affine: σ(e^s (l_yes − l_no − c) + b)
+    projector: Literal["per_field", "shared"] = "per_field"   # per_field: one MLP per field | shared: the seed's
 
     def validate(self) -> None:
         _at_least("llm_ctr.projector_hidden", self.projector_hidden, 1)

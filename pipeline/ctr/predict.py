@@ -121,7 +121,8 @@ def load_predictor(model_dir: Path, feature_map: Path, *, baseline_dir: Path, ll
     baseline.model.to(dev)
     model = L.build_llm_ctr(baseline, bundle, projector_hidden=cfg["projector_hidden"], train_encoder=False,
                             prompt_cache=True, projector_state=proj, encoder_state=encoder,
-                            readout=cfg.get("readout", "seed"), readout_state=L.part_state(state, "readout"))
+                            readout=cfg.get("readout", "seed"), readout_state=L.part_state(state, "readout"),
+                            projector=cfg.get("projector", "per_field"))
     return Predictor(f"llm_phase{cfg['phase']}", model.to(dev).eval(), features, sizes, batch_size)
 
 
