@@ -110,7 +110,8 @@ def test_repro_then_prompt_cache_off_gives_the_same_metrics(repo, tmp_path):
     assert set(rec["metrics"]) == {"baseline", "llm_phase1", "llm_phase2", "oracle_auc_se"}
     for name in ("baseline", "llm_phase1", "llm_phase2"):
         m = rec["metrics"][name]
-        assert m["rows"] == 500 and 0.5 < m["auc"] < 1 and m["auc_se"] > 0 and "ece" in m
+        assert m["rows"] == 500 and 0 < m["auc"] < 1 and m["auc_se"] > 0 and "ece" in m     # 300 rows: may be ~chance
+    assert rec["metrics"]["baseline"]["auc"] > 0.6
     assert all(v["train_rows"] == 300 for v in rec["valid"]["llm_phase1"].values())
     assert ran(sh(repo, "dvc", "repro", "studies/llm/dvc.yaml:llm_study_run@tiny")) == []
 
