@@ -5,12 +5,19 @@ sub-app). Running a stage imports **only that stage's module** (and what it impo
 runs is exactly the import closure of its module — what ``recdag dag check`` compares with dvc.yaml's
 ``deps``. This dispatcher itself changes no output (it maps a command to its function and turns a
 :class:`RecdagError` into one line and exit code 2), so it is not a dependency of any stage.
+
+Bad input never shows a Python traceback: a :class:`RecdagError` (the readers' DataError, params'
+ConfigError) and, as a safety net, the library errors that only bad or missing files raise (a missing
+upstream file, an unreadable parquet / gzip / JSON / UTF-8 input) are printed as one ``error: …`` line with
+exit code 2. ``recdag --debug …`` or ``RECDAG_DEBUG=1`` shows the traceback instead. Programming errors
+(anything else) keep their traceback and exit code 1.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import typer
@@ -75,6 +82,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "sweep": "stages.sweep:sweep",
         "dag": "stages.dag:app",
         "params": "stages.params_check:app",
+        "clean-checkpoints": "stages.clean_checkpoints:clean_checkpoints",
     },
 }
 
@@ -119,13 +127,66 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
     return app
 
 
+def bad_input_message(e: BaseException) -> str | None:
+    """One line for an exception that only bad or missing input raises; None for anything else."""
+    import gzip
+    import json
+    import zlib
+
+    if isinstance(e, RecdagError):
+        return str(e)
+    name = getattr(e, "filename", None)
+    if isinstance(e, FileNotFoundError) and name:
+        return f"{name}: not found (expected the output of its upstream stage: run `dvc repro`, or check the path)"
+    if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError)) and name:
+        return f"{name}: {e.strerror}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"invalid JSON input, row {e.lineno}: {e.msg} (expected a JSON file written by an upstream stage)"
+    if isinstance(e, UnicodeDecodeError):
+        return f"input is not UTF-8 text (byte {e.start}: {e.reason}) (expected UTF-8 CSV / JSON text)"
+    if isinstance(e, (gzip.BadGzipFile, zlib.error)):
+        return f"input is not a complete gzip stream ({e}) (expected a .gz file written in full)"
+    try:
+        import pyarrow as pa
+    except ImportError:                                   # pragma: no cover - pyarrow is a dependency
+        return None
+    if isinstance(e, pa.ArrowException):
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        return f"input file not readable ({first}) (expected the parquet / CSV written by its stage: re-run it)"
+    return None
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:]
+    debug = os.environ.get("RECDAG_DEBUG", "") not in ("", "0")
+    if "--debug" in argv[:1]:
+        debug, argv = True, argv[1:]
+    import click
+
     try:
-        build_app(sys.argv[1:])()
-    except RecdagError as e:
-        print(f"error: {e}", file=sys.stderr)
+        code = build_app(argv)(args=argv, prog_name="recdag", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:                 # usage errors: click's own message and exit code
+        e.show()
+        code = e.exit_code
+    except click.exceptions.Abort as e:               # click turns EOFError / Ctrl-C into Abort
+        cause = e.__cause__ if isinstance(e.__cause__, EOFError) else None
+        if cause is None or debug:
+            if debug and cause is not None:
+                raise cause
+            print("Aborted!", file=sys.stderr)
+            sys.exit(1)
+        print(f"error: input ended early (a truncated file: {cause or 'EOFError'})", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        msg = bad_input_message(e)
+        if msg is None or debug:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from pipeline.core.errors import DataError
 from pipeline.core.seeding import derive_seed
+from pipeline.core.io import parquet_reader
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TensorData:
         """Read one or more encoded parquet files (concatenated) row group by row group into preallocated
         arrays: peak memory is the tensors plus one row group."""
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        files = [pq.ParquetFile(p, pre_buffer=False) for p in paths]
+        files = [parquet_reader(p) for p in paths]
         for p, f in zip(paths, files):
             missing = [c for c in (label, *features) if c not in f.schema_arrow.names]
             if missing:

@@ -12,16 +12,25 @@ module, the same list as its ``params:`` in dvc.yaml, checked by ``recdag dag ch
   changes, so a stale result would look cached).
 
 Defaults live in params.yaml: the dataclasses have no defaults on purpose. ``seed`` is the one top-level
-scalar every branch shares (an integer in [0, 2**63)).
+scalar every branch shares (an integer in [0, 2**32): numpy's and scikit-learn's seed range).
+
+Valid ranges are declared on the fields, not checked in stages: every ``int`` / ``float`` field is
+``Annotated[int, Range(...)]`` (the aliases below name the common ones: :data:`PosFloat` for learning rates,
+:data:`NonNegFloat` for regularisers and clip norms where 0 = off, :data:`Decay` for a factor in (0, 1], ...),
+and :func:`_convert` raises the usual one-line ConfigError for a value outside it (``tests/test_params_ranges.py``
+checks that every numeric field of every section declares one). A path param is :data:`UserPath` (a string
+with ``~`` expanded).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
 
@@ -30,16 +39,70 @@ from pipeline.core.errors import ConfigError
 SEED_KEY = "seed"
 
 
+SEED_LIMIT = 2**32
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid range of a numeric param: ``ge``/``gt`` lower and ``le``/``lt`` upper bounds (None: open);
+    ``zero_ok`` admits 0 besides the range (``0 = off`` for a positive interval or size); ``note`` says
+    what 0 or the bound means in the error message."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    zero_ok: bool = False
+    note: str = ""
+
+    def describe(self) -> str:
+        lo = f"[{_fmt(self.ge)}" if self.ge is not None else f"({_fmt(self.gt)}" if self.gt is not None else "(-inf"
+        hi = f"{_fmt(self.le)}]" if self.le is not None else f"{_fmt(self.lt)})" if self.lt is not None else "inf)"
+        text = f"{lo}, {hi}"
+        if self.zero_ok:
+            text = f"0 or {text}"
+        return text + (f"; {self.note}" if self.note else "")
+
+    def contains(self, v) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.zero_ok and v == 0:
+            return True
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    if x == 2**32:
+        return "2**32"
+    return str(x)
+
+
+class ExpandUser:
+    """Marker: a path param; ``~`` / ``~user`` is expanded (os.path.expanduser) when params are parsed."""
+
+
+# The common ranges (a field with another range writes ``Annotated[float, Range(...)]`` itself).
+PosFloat = Annotated[float, Range(gt=0)]                            # learning rates, temperatures, scales
+NonNegFloat = Annotated[float, Range(ge=0)]                         # regularisers, clip norms (0 = off), rho
+Prob = Annotated[float, Range(ge=0, le=1)]                          # probabilities, dropout, shares
+OpenFrac = Annotated[float, Range(gt=0, lt=1)]                      # a strict share of a set
+Decay = Annotated[float, Range(gt=0, le=1, note="1 = no decay")]    # multiplicative decay factors
+PosInt = Annotated[int, Range(ge=1)]                                # sizes, counts, epochs, batch sizes
+NonNegInt = Annotated[int, Range(ge=0)]                             # counts where 0 is meaningful
+Interval = Annotated[int, Range(ge=0, note="0 = off")]              # step intervals, 0 switches it off
+Seed = Annotated[int, Range(ge=0, lt=SEED_LIMIT)]
+UserPath = Annotated[str, ExpandUser()]
+
+
 class UndeclaredParam(RuntimeError):
     """A stage read a params key it does not declare (its PARAMS / dvc.yaml ``params:``)."""
 
 
 def check_seed(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"seed: expected an integer, got {value!r}")
-    if not 0 <= value < 2**63:
-        raise ConfigError(f"seed: {value} is not in [0, 2**63)")
-    return value
+    return _convert(value, Seed, SEED_KEY)
 
 
 def check_subset(key: str, values: list[str], allowed, allowed_name: str | None = None) -> None:
@@ -57,6 +120,15 @@ def _type_name(tp) -> str:
 
 def _convert(value: Any, tp, key: str):
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *marks = typing.get_args(tp)
+        out = _convert(value, base, key)
+        for mark in marks:
+            if isinstance(mark, Range) and out is not None and not mark.contains(out):
+                raise ConfigError(f"{key}: {value!r} is out of range (expected {mark.describe()})")
+            if isinstance(mark, ExpandUser) and isinstance(out, str):
+                out = os.path.expanduser(out)
+        return out
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
@@ -85,6 +157,8 @@ def _convert(value: Any, tp, key: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -108,7 +182,7 @@ def from_mapping(cls, data: dict, prefix: str = ""):
     one sub-section per registered model)."""
     if hasattr(cls, "from_params"):
         return cls.from_params(data, prefix)
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = dataclasses.fields(cls)
     keys = {f.name: f.metadata.get("key", f.name) for f in fields}
     names = list(keys.values())
@@ -126,6 +200,17 @@ def check_keys(data: dict, names: list[str], prefix: str = "") -> None:
     missing = [n for n in names if n not in data]
     if missing:
         raise ConfigError(f"{dot}{missing[0]}: missing key")
+
+
+def check_ranges(obj, prefix: str) -> None:
+    """The declared types and ranges of an already-built section checked again (ConfigError naming the
+    key): for a copy made with ``dataclasses.replace`` from a value params.yaml parsing never saw (a CLI or
+    study-matrix value), whose ``validate()`` then calls this."""
+    def mapping(o) -> dict:
+        return {field_key(type(o), f.name): (mapping(v) if dataclasses.is_dataclass(v := getattr(o, f.name)) else v)
+                for f in dataclasses.fields(o)}
+
+    from_mapping(type(obj), mapping(obj), prefix)
 
 
 def field_key(cls, name: str) -> str:

@@ -26,11 +26,16 @@ rule that needs a per-step learning-rate schedule (e.g. one-cycle) applies it in
 keeps its state in ``rule.state_dict()``, so resume covers it; set ``lr_decay: 1.0`` to switch the
 plateau reduction off.
 
-Checkpoints are plain state_dicts loaded with ``torch.load(weights_only=True)``.
+Checkpoints are plain state_dicts loaded with ``torch.load(weights_only=True)``; an empty, truncated or
+refused one is a DataError naming the file and how to start afresh (delete the folder or
+``recdag clean-checkpoints``). A run holds an exclusive lock on its checkpoint folder
+(``<folder>/.lock``, with its pid): a second concurrent run of the same stage and params fails at once
+with one line instead of racing the first one's files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -46,6 +51,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
+
+from pipeline.core.errors import DataError
+from pipeline.core.io import load_weights
 
 
 log = logging.getLogger(__name__)
@@ -130,9 +138,45 @@ def resumable(root: Path, name: str, *key_parts) -> Iterator[Path]:
     (after the stage wrote its outputs), kept when it raises or the process is killed, so a re-run with the
     same params and data resumes from it."""
     d = Path(root) / f"{name}-{run_key(*key_parts)}"
-    yield d
-    if dist_info()[0] == 0:
+    if dist_info()[0] != 0:
+        yield d
+        return
+    with checkpoint_lock(d):
+        yield d
         shutil.rmtree(d, ignore_errors=True)
+
+
+def fresh_start_advice(folder: Path) -> str:
+    return (f"a resume checkpoint written by this stage; delete {folder} (or run `recdag clean-checkpoints`) "
+            "to start this run afresh")
+
+
+@contextmanager
+def checkpoint_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking flock on ``folder/.lock`` (created with the folder) for the block;
+    a second holder gets a DataError naming the folder and the pid of the run that holds it. The lock
+    dies with its process, so a killed run never leaves it held."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DataError(folder, f"checkpoint folder is in use by another run of this stage (pid {holder})",
+                            expected="one run per stage and params at a time: wait for it to finish or stop "
+                                     "it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        try:
+            if folder.is_dir() and [p.name for p in folder.iterdir()] == [".lock"]:
+                shutil.rmtree(folder, ignore_errors=True)    # a run that failed before its first checkpoint
+        finally:
+            os.close(fd)                                     # closing releases the flock
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -180,11 +224,17 @@ class Trainer:
     def try_resume(self) -> bool:
         if not self.last_path.is_file():
             return False
-        ckpt = torch.load(self.last_path, weights_only=True, map_location="cpu")
-        self.raw_model.load_state_dict(ckpt["model"])
-        self.rule.load_state_dict(ckpt["rule"])
-        self.state = LoopState(**ckpt["state"])
-        torch.set_rng_state(ckpt["rng"])
+        advice = fresh_start_advice(self.ckpt_dir)
+        ckpt = load_weights(self.last_path, kind="checkpoint", expected=advice)
+        try:
+            self.raw_model.load_state_dict(ckpt["model"])
+            self.rule.load_state_dict(ckpt["rule"])
+            self.state = LoopState(**ckpt["state"])
+            torch.set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            raise DataError(self.last_path, f"checkpoint does not fit this run ({reason})",
+                            expected=advice) from None
         log.info("resumed from %s at epoch %d step %d", self.last_path, self.state.epoch, self.state.step_in_epoch)
         return True
 
@@ -297,7 +347,8 @@ class Trainer:
         if self.best_path.is_file():
             if self.world > 1:
                 dist.barrier()
-            self.raw_model.load_state_dict(torch.load(self.best_path, weights_only=True, map_location="cpu"))
+            best = load_weights(self.best_path, kind="checkpoint", expected=fresh_start_advice(self.ckpt_dir))
+            self.raw_model.load_state_dict(best)
         self._save_last()
         if self._tb is not None:
             self._tb.close()

@@ -1,22 +1,33 @@
 """Getting the Avazu sources: the embedded synthetic world, reczoo's Hugging Face zips, or a local folder.
 
-All three produce the same thing: ``<dest>/<source>/<split>.csv`` in reczoo's published layout (plus, for
-the synthetic world only, ``<split>.oracle.csv`` sidecars and ``x1``/``x2`` ``alignment_truth.parquet``,
-see ``pipeline.ctr.synthetic``) and a manifest with row-free facts (md5s of the split CSVs, origin).
+All three produce the same thing: ``<dest>/<source>/<split>.csv`` in reczoo's published layout (a local
+``<split>.csv.gz`` is brought as it is; normalize reads it transparently), plus, for the synthetic world
+only, ``<split>.oracle.csv`` sidecars and ``x1``/``x2`` ``alignment_truth.parquet`` (see
+``pipeline.ctr.synthetic``), and a manifest with row-free facts (md5s of the split CSVs, origin).
 A ``local`` or ``hf`` source brings only the split CSVs: no sidecar is ever needed.
+
+md5 rules (``avazu.verify_md5``): reczoo publishes the md5 of each *extracted* CSV, so a split is always
+hashed as CSV text: a local ``<split>.csv.gz`` is gunzipped while hashing (streaming; a truncated ``.gz`` is
+a DataError naming it) and compared with the same published md5 - no need to decompress it first. With
+``verify_md5: true`` a mismatch is a DataError naming the user's file (for ``hf``: the zip and its entry)
+and saying that ``avazu.verify_md5: false`` accepts one's own copies; with ``false`` nothing is refused and
+the manifest records ``"md5_verified": false`` beside the md5s computed.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
 import os
 import shutil
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import md5_file
+from pipeline.core.io import check_compression, is_gz, md5_file
 from pipeline.ctr.schema import Layouts
 
 log = logging.getLogger(__name__)
@@ -42,18 +53,45 @@ def hf_downloader(repo_id: str, filename: str, revision: str) -> str:
     return hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", revision=revision)
 
 
-def verify_md5(path: Path, source: str, split: str) -> str:
-    """md5 of ``path``; a DataError if a published md5 (``PUBLISHED_MD5``) exists and differs."""
-    got = md5_file(path)
+def csv_md5(path: Path, chunk: int = 1 << 22) -> str:
+    """md5 of the CSV text in ``path``: of its bytes, or of the gunzipped bytes for a ``.gz`` (streaming);
+    a truncated or corrupt gzip stream is a DataError naming the file."""
+    if not is_gz(path):
+        return md5_file(path)
+    h = hashlib.md5()
+    try:
+        with gzip.open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(path, f"not a readable gzip file ({e})", expected="a complete gzip stream of the "
+                        "split's CSV (a truncated copy? fetch it again)") from None
+    return h.hexdigest()
+
+
+VERIFY_HINT = "or set avazu.verify_md5: false to accept your own copies (re-exports, subsets)"
+
+
+def verify_md5(path: Path, source: str, split: str, *, verify: bool = True, shown=None,
+               entry: str | None = None) -> str:
+    """md5 of the CSV text in ``path`` (see :func:`csv_md5`); with ``verify``, a DataError if a published md5
+    (``PUBLISHED_MD5``) exists and differs. The error names ``shown`` (the user's file; default ``path``)
+    and, for a zip, the ``entry`` the CSV came from."""
+    got = csv_md5(path)
     want = PUBLISHED_MD5.get(source, {}).get(split)
-    if want is not None and got != want:
-        raise DataError(path, f"md5 mismatch: got {got}", expected=f"the published md5 {want} of "
-                        f"reczoo Avazu_{source} {split}.csv (a truncated or different download)")
+    if verify and want is not None and got != want:
+        what = f"entry '{entry}': md5 mismatch" if entry else "md5 mismatch"
+        gz = " (of the gunzipped text)" if is_gz(path) else ""
+        raise DataError(shown if shown is not None else path, f"{what}: got {got}{gz}",
+                        expected=f"the published md5 {want} of reczoo Avazu_{source} {split}.csv: a truncated "
+                                 f"or different download, {VERIFY_HINT}")
     return got
 
 
-def safe_extract_csvs(zip_path: Path, splits: tuple[str, ...], dest: Path) -> dict[str, Path]:
-    """Extract ``<split>.csv`` for every split from ``zip_path`` into ``dest``.
+def safe_extract_csvs(zip_path: Path, splits: tuple[str, ...], dest: Path,
+                      entries: dict[str, str] | None = None) -> dict[str, Path]:
+    """Extract ``<split>.csv`` for every split from ``zip_path`` into ``dest``; ``entries`` (if given)
+    receives split -> the entry's name inside the archive.
 
     Every entry name is checked first: absolute names, ``..`` components or anything that would land
     outside ``dest`` are refused, and so is a corrupt archive (bad zip or CRC failure).
@@ -94,12 +132,15 @@ def safe_extract_csvs(zip_path: Path, splits: tuple[str, ...], dest: Path) -> di
                 raise DataError(zip_path, f"corrupt entry '{info.filename}' ({e})",
                                 expected="an intact zip archive") from None
             out[split] = target
+            if entries is not None:
+                entries[split] = info.filename
     return out
 
 
 def fetch_hf(sources: list[str], layouts: Layouts, dest: Path, revision: str,
-             downloader: Downloader | None = None) -> dict:
-    """Download reczoo's zips (huggingface_hub cache), extract the split CSVs safely, verify md5s."""
+             downloader: Downloader | None = None, verify: bool = True) -> dict:
+    """Download reczoo's zips (huggingface_hub cache), extract the split CSVs safely, verify md5s
+    (``verify``: avazu.verify_md5, see the module docstring)."""
     downloader = downloader or hf_downloader
     manifest = {}
     for source in sources:
@@ -107,9 +148,12 @@ def fetch_hf(sources: list[str], layouts: Layouts, dest: Path, revision: str,
         log.info("extracting %s", zpath)
         sdir = dest / source
         sdir.mkdir(parents=True, exist_ok=True)
-        files = safe_extract_csvs(zpath, layouts[source].splits, sdir)
+        entries: dict[str, str] = {}
+        files = safe_extract_csvs(zpath, layouts[source].splits, sdir, entries)
+        md5 = {s: verify_md5(p, source, s, verify=verify, shown=zpath, entry=entries[s])
+               for s, p in files.items()}
         manifest[source] = {"origin": f"hf://datasets/{HF_REPOS[source]}/{HF_FILES[source]}@{revision}",
-                            "md5": {s: verify_md5(p, source, s) for s, p in files.items()}}
+                            "md5": md5, "md5_verified": verify}
     return manifest
 
 
@@ -121,8 +165,26 @@ def _find_source_dir(root: Path, source: str) -> Path:
                     expected=f"a sub-folder '{source}' or 'Avazu_{source}' with the reczoo CSVs")
 
 
-def fetch_local(sources: list[str], layouts: Layouts, root: Path, dest: Path) -> dict:
-    """Bring a user's reczoo folders into ``dest`` (hard link when possible, else copy); verify md5s."""
+def _local_split(sdir: Path, source: str, split: str) -> Path:
+    """``sdir/<split>.csv`` or ``sdir/<split>.csv.gz`` (exactly one of them)."""
+    plain, gz = sdir / f"{split}.csv", sdir / f"{split}.csv.gz"
+    if plain.is_file() and gz.is_file():
+        raise DataError(plain, f"both {plain.name} and {gz} exist",
+                        expected=f"only one of them for Avazu_{source} {split}; {gz.name} is read transparently")
+    if gz.is_file():
+        return gz
+    if not plain.is_file():
+        raise DataError(plain, "file not found",
+                        expected=f"reczoo's {split}.csv (or {split}.csv.gz) for Avazu_{source}")
+    return plain
+
+
+def fetch_local(sources: list[str], layouts: Layouts, root: Path, dest: Path, verify: bool = True) -> dict:
+    """Bring a user's reczoo folders into ``dest`` (hard link when possible, else copy); ``<split>.csv.gz``
+    is brought as it is (normalize reads it gunzipping on the fly). md5s (``verify``: avazu.verify_md5):
+    see the module docstring; the error names the user's file, never the copy under ``dest``. ``~`` in
+    ``root`` is expanded."""
+    root = Path(os.path.expanduser(str(root)))
     manifest = {}
     for source in sources:
         sdir = _find_source_dir(root, source)
@@ -130,16 +192,15 @@ def fetch_local(sources: list[str], layouts: Layouts, root: Path, dest: Path) ->
         out.mkdir(parents=True, exist_ok=True)
         md5 = {}
         for split in layouts[source].splits:
-            src = sdir / f"{split}.csv"
-            if not src.is_file():
-                raise DataError(src, "file not found", expected=f"reczoo's {split}.csv for Avazu_{source}")
-            target = out / f"{split}.csv"
+            src = _local_split(sdir, source, split)
+            check_compression(src)                      # gzip bytes under a .csv name: refused here already
+            md5[split] = verify_md5(src, source, split, verify=verify)
+            target = out / src.name
             try:
                 os.link(src, target)
             except OSError:
                 shutil.copyfile(src, target)
-            md5[split] = verify_md5(target, source, split)
-        manifest[source] = {"origin": str(sdir.resolve()), "md5": md5}
+        manifest[source] = {"origin": str(sdir.resolve()), "md5": md5, "md5_verified": verify}
     return manifest
 
 

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.errors import DataError
+from pipeline.core.io import parquet_reader, read_table
 from pipeline.ctr.schema import LABEL
 
 __all__ = [
@@ -255,7 +256,7 @@ def write_kept(src: str | Path, dst: str | Path, keep: np.ndarray, batch_rows: i
     from pipeline.core.io import PARQUET_WRITE
 
     keep = np.asarray(keep, dtype=bool)
-    pf = pq.ParquetFile(src, pre_buffer=False)
+    pf = parquet_reader(src)
     if len(keep) != pf.metadata.num_rows:
         raise DataError(src, f"has {pf.metadata.num_rows} rows but the keep mask has {len(keep)}")
     at = written = 0
@@ -293,7 +294,7 @@ def event_mask(path: str | Path, hashes: np.ndarray, eval_hashes, eval_splits=("
     mask = leaked_mask(hashes, eval_hashes)
     if X4_SPLIT not in pq.read_schema(path).names:
         return mask
-    col = pq.read_table(path, columns=[X4_SPLIT]).column(X4_SPLIT).combine_chunks()
+    col = read_table(path, columns=[X4_SPLIT]).column(X4_SPLIT).combine_chunks()
     col = col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
     paired = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False))
     in_eval = np.asarray(pc.fill_null(pc.is_in(col, value_set=pa.array(list(eval_splits))), False)

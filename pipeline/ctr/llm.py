@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.io import load_weights
 from pipeline.ctr.llm_init import LlmBundle, load_bundle  # noqa: F401 - re-exported
 from pipeline.ctr.layers import FeatureEmbedding, FieldGate, GenEncoder
 from pipeline.ctr.models import CTRModel, build_model
@@ -371,7 +372,7 @@ def load_baseline(model_dir: Path, features: list[str], vocab_sizes: list[int]) 
     cfg.pop("vocab_sizes")
     try:
         model = build_model(name, sizes, **cfg)
-        state = torch.load(weights, weights_only=True, map_location="cpu")
+        state = load_weights(weights)
         model.load_state_dict(state)
     except (ValueError, RuntimeError, TypeError) as e:
         raise DataError(weights, f"cannot rebuild the baseline from it: {str(e).splitlines()[0]}") from None

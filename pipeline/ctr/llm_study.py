@@ -27,13 +27,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.params import PosInt, Range
 from pipeline.core.seeding import derive_seed, rng, seed_everything
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,12 @@ class LlmStudyParams:
 
     SECTION: ClassVar[str] = "llm_study"
 
-    train_rows: int                  # per train source: a seeded sample of its leak-free train split
-    valid_rows: int                  # per train source: a seeded sample of its leak-free valid split
-    eval_rows: int                   # a seeded sample of x4 test, the same for every model
-    batch_size: int                  # replaces llm_train.batch_size
-    eval_every_steps: int            # replaces llm_train.eval_every_steps (0 = once per epoch)
-    bootstrap: int                   # resamples for the AUC's standard error
-
-    def validate(self) -> None:
-        for key in ("train_rows", "valid_rows", "eval_rows", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"llm_study.{key}: {getattr(self, key)} must be >= 1")
-        if self.eval_every_steps < 0:
-            raise ConfigError(f"llm_study.eval_every_steps: {self.eval_every_steps} must be >= 0")
-        if self.bootstrap < 2:
-            raise ConfigError(f"llm_study.bootstrap: {self.bootstrap} must be >= 2")
+    train_rows: PosInt               # per train source: a seeded sample of its leak-free train split
+    valid_rows: PosInt               # per train source: a seeded sample of its leak-free valid split
+    eval_rows: PosInt                # a seeded sample of x4 test, the same for every model
+    batch_size: PosInt               # replaces llm_train.batch_size
+    eval_every_steps: Annotated[int, Range(ge=0, note="0 = once per epoch")]   # replaces llm_train.eval_every_steps
+    bootstrap: Annotated[int, Range(ge=2)]   # resamples for the AUC's standard error
 
 
 def variant_llm(llm, variant: str):

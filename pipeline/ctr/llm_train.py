@@ -21,7 +21,7 @@ import torch
 from pipeline.core.calibration import ECE_BINS
 from pipeline.core.data import TensorData
 from pipeline.core.errors import DataError
-from pipeline.core.io import read_json
+from pipeline.core.io import load_weights, read_json
 from pipeline.core.optim import PlainAdam
 from pipeline.core.seeding import derive_seed, seed_everything
 from pipeline.core.train import LoopConfig, Trainer
@@ -145,7 +145,7 @@ def load_phase(paths: LlmPaths, phase: int, *, prompt: str, answer_tokens: list[
         if was != now:
             raise DataError(d / "config.json", f"trained with {key}={was!r}, params say {now!r}",
                             field=key, expected=f"re-run avazu_llm_phase@{phase} (dvc repro)")
-    return torch.load(d / "model.pt", weights_only=True, map_location=device), cfg
+    return load_weights(d / "model.pt", map_location=device), cfg
 
 
 @dataclass

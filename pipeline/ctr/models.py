@@ -67,13 +67,14 @@ import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.core.params import check_keys, from_mapping
+from pipeline.core.io import load_weights
+from pipeline.core.params import NonNegInt, PosInt, Range, check_keys, from_mapping
 from pipeline.ctr.layers import (
     MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, GenEncoder, InnerProductInteraction,
     fm_second_order, gen_fm_second_order, reset_net,
@@ -98,8 +99,9 @@ class ModelOptions:
     """Base of a model's own params (``<Model>.Options``, a frozen dataclass, parsed from ``ctr.<name>``).
 
     ``kwargs()`` maps the options onto the model's constructor arguments (default: field name = argument
-    name); ``validate(prefix)`` checks values beyond their types, raising ``ConfigError`` naming
-    ``<prefix>.<key>``."""
+    name); a numeric option declares its valid range on the field (``NonNegInt``, ``Annotated[int, Range(...)]``;
+    checked when params.yaml is parsed) and ``validate(prefix)`` checks what a range cannot say (one option
+    against another), raising ``ConfigError`` naming ``<prefix>.<key>``."""
 
     def kwargs(self) -> dict:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -113,9 +115,9 @@ class CtrShared:
     """The ``ctr`` keys every model shares (see :class:`CtrParams`)."""
 
     model: str                 # a name in MODELS
-    embedding_dim: int
-    hidden_units: list[int]
-    dropout: float
+    embedding_dim: PosInt
+    hidden_units: list[PosInt]  # MLP widths ([] = no MLP where the model allows it)
+    dropout: Annotated[float, Range(ge=0, lt=1)]
     batch_norm: bool
 
 
@@ -322,11 +324,6 @@ class DeepFM(CTRModel):
         return lr + fm_second_order(emb) + deep
 
 
-def _check_cross_layers(prefix: str, n: int) -> None:
-    if n < 0:
-        raise ConfigError(f"{prefix}.num_cross_layers: {n} must be >= 0")
-
-
 @register("dcn")
 class DCN(CTRModel):
     """CrossNet in parallel with an MLP over the flattened embeddings; [cross, dnn] -> Linear -> 1.
@@ -336,10 +333,7 @@ class DCN(CTRModel):
     class Options(ModelOptions):
         """``ctr.dcn``."""
 
-        num_cross_layers: int
-
-        def validate(self, prefix: str) -> None:
-            _check_cross_layers(prefix, self.num_cross_layers)
+        num_cross_layers: NonNegInt     # 0 = no cross layers
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False, num_cross_layers: int = 3):
@@ -421,14 +415,11 @@ class DCNv2(CTRModel):
     class Options(ModelOptions):
         """``ctr.dcnv2`` (the low-rank mixture keeps its constructor defaults: off)."""
 
-        num_cross_layers: int
+        num_cross_layers: NonNegInt   # 0 = no cross layers
         structure: DCNv2Structure     # parallel | stacked | crossnet_only | stacked_parallel
 
         def kwargs(self) -> dict:
             return {"num_cross_layers": self.num_cross_layers, "model_structure": self.structure}
-
-        def validate(self, prefix: str) -> None:
-            _check_cross_layers(prefix, self.num_cross_layers)
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
                  batch_norm=False, num_cross_layers: int = 3, model_structure: str = "parallel",
@@ -550,13 +541,6 @@ class CtrParams(CtrShared):
 
     def validate(self) -> "CtrParams":
         p = self.SECTION
-        if self.embedding_dim < 1:
-            raise ConfigError(f"{p}.embedding_dim: {self.embedding_dim} must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"{p}.dropout: {self.dropout} is not in [0, 1)")
-        for i, h in enumerate(self.hidden_units):
-            if h < 1:
-                raise ConfigError(f"{p}.hidden_units[{i}]: {h} must be >= 1")
         for name, opts in self.by_model.items():
             opts.validate(f"{p}.{name}")
         return self
@@ -618,7 +602,7 @@ def load_model_dir(model_dir, features: list[str], vocab_sizes: list[int]) -> "C
     name, sizes = cfg.pop("name"), cfg.pop("vocab_sizes")
     try:
         model = build_model(name, sizes, **cfg)
-        model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+        model.load_state_dict(load_weights(weights))
     except (ValueError, RuntimeError, TypeError) as e:
         raise DataError(weights, f"cannot rebuild the model from it: {str(e).splitlines()[0]}") from None
     return model.eval()

@@ -4,6 +4,14 @@ The CSV is read in pyarrow batches (memory is bounded by the batch, not the file
 validated, its columns renamed through the declared layout, its time decoded into hour_of_day /
 weekday / is_weekend, and appended to a parquet file. Any problem is a :class:`DataError` naming the
 file, the 1-based line (header = line 1) and the field.
+
+Accepted as they are: ``<split>.csv.gz`` in place of ``<split>.csv`` (gunzipped while streaming; both
+present is an error), a UTF-8 byte-order mark, spaces after the header's commas. Refused with a DataError:
+gzip bytes under a ``.csv`` name, a truncated ``.gz``, invalid UTF-8 (the line and column are found by a
+rescan on the error path only), an hour that is not a real date and hour (``14023000``: Feb 30), a file
+whose ``format: auto`` hours mix 8-digit YYMMDDHH and 6-digit YYDDHH (the first data row decides the
+width), and, with ``out_of_window="error"``, an hour outside the layout's declared date window
+(``window_start`` / ``window_end``; ``"warn"`` keeps such rows and logs their count once per file).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import PARQUET_WRITE, rebatch
+from pipeline.core.io import PARQUET_WRITE, input_stream, is_gz, open_text, read_first_line, rebatch, reading
 from pipeline.ctr.schema import Layout, TimeSpec, normalized_schema
 
 log = logging.getLogger(__name__)
@@ -31,15 +40,28 @@ _INT = r"^-?[0-9]+$"
 CSV_BLOCK = 1 << 20   # bytes per CSV read block: small, so the streaming reader's read-ahead stays small
 
 
+def split_file(raw_dir: Path, name: str, required: bool = True) -> Path | None:
+    """``raw_dir/<name>.csv``, or ``raw_dir/<name>.csv.gz`` when only that one exists; both is a DataError.
+    A missing file: the ``.csv`` path (``read_header`` reports it) when ``required``, else None."""
+    plain, gz = raw_dir / f"{name}.csv", raw_dir / f"{name}.csv.gz"
+    if plain.is_file() and gz.is_file():
+        raise DataError(plain, f"both {plain.name} and {gz} exist",
+                        expected=f"only one of them; {gz.name} is read transparently when {plain.name} is absent")
+    if gz.is_file():
+        return gz
+    return plain if required or plain.is_file() else None
+
+
 def read_header(path: Path) -> list[str]:
-    """The header of a CSV file; DataError for a missing or empty file or a file without a header."""
+    """The header of a CSV file (``.gz`` gunzipped, a UTF-8 BOM and spaces around the names stripped);
+    DataError for a missing or empty file, a file without a header, or gzip bytes under a ``.csv`` name."""
+    path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file not found", expected="the split's CSV file")
-    with open(path, "rb") as f:
-        first = f.readline()
+        raise DataError(path, "file not found", expected="the split's CSV file (<split>.csv or <split>.csv.gz)")
+    first, _bom = read_first_line(path)
     if not first.strip():
         raise DataError(path, "file is empty", expected="a CSV header line followed by data rows", row=1)
-    return [c.strip().strip('"') for c in first.decode("utf-8", errors="replace").rstrip("\r\n").split(",")]
+    return [c.strip().strip('"').strip() for c in first.split(",")]
 
 
 def check_header(path: Path, header: list[str], layout: Layout) -> TimeSpec:
@@ -67,11 +89,35 @@ def check_header(path: Path, header: list[str], layout: Layout) -> TimeSpec:
 
 def _locate_bad_row(path: Path, n_fields: int) -> int | None:
     """Error path only: the 1-based line of the first row whose field count differs from the header's."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        for row in reader:
-            if len(row) != n_fields:
-                return reader.line_num
+    try:
+        with open_text(path, errors="replace") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if len(row) != n_fields:
+                    return reader.line_num
+    except (OSError, EOFError, csv.Error):
+        return None
+    return None
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _locate_bad_utf8(path: Path, header: list[str], columns) -> tuple[int, str] | None:
+    """Error path only: (1-based line, column name) of the first field of ``columns`` holding bytes that
+    are not UTF-8 (a rescan with Python; the normal path never pays for it)."""
+    wanted = {i for i, c in enumerate(header) if c in set(columns)}
+    try:
+        with open_text(path, errors="surrogateescape") as f:
+            reader = csv.reader(f)
+            next(reader, None)                                      # the header (matched already)
+            for row in reader:
+                if _SURROGATE.search("".join(row)):
+                    for i, v in enumerate(row):
+                        if i in wanted and _SURROGATE.search(v):
+                            return reader.line_num, header[i]
+    except (OSError, EOFError, csv.Error):
+        return None
     return None
 
 
@@ -90,15 +136,22 @@ class _Sidecar:
         header = read_header(path)
         if header != ["p_click"]:
             raise DataError(path, f"unexpected header {header}", row=1, expected="one column 'p_click'")
-        self.reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block_size),
-                                     convert_options=pacsv.ConvertOptions(column_types={"p_click": pa.float32()}))
+        with reading(path, expected="one float column p_click", what="CSV file"):
+            self.reader = pacsv.open_csv(
+                input_stream(path), read_options=pacsv.ReadOptions(block_size=block_size, column_names=header,
+                                                                   skip_rows=1),
+                convert_options=pacsv.ConvertOptions(column_types={"p_click": pa.float32()}))
         self.buf: list[pa.Array] = []
         self.n = 0
+
+    def _next(self):
+        with reading(self.path, expected="one float column p_click", what="CSV file"):
+            return self.reader.read_next_batch()
 
     def take(self, k: int) -> pa.Array:
         while self.n < k:
             try:
-                batch = self.reader.read_next_batch()
+                batch = self._next()
             except StopIteration:
                 raise DataError(self.path, f"has fewer rows than its CSV (ran out after {self.n} buffered)",
                                 expected="one p_click per data row of the CSV") from None
@@ -111,7 +164,11 @@ class _Sidecar:
     def finish(self) -> None:
         if self.n:
             raise DataError(self.path, "has more rows than its CSV", expected="one p_click per data row")
-        for batch in self.reader:
+        while True:
+            try:
+                batch = self._next()
+            except StopIteration:
+                return
             if batch.num_rows:
                 raise DataError(self.path, "has more rows than its CSV", expected="one p_click per data row")
 
@@ -121,28 +178,101 @@ def _bad_time(path, row0, field, value, expected):
                      expected=expected)
 
 
-def _decode_datetime(col: pa.Array, spec: TimeSpec, path: Path, row0: int):
-    """YYMMDDHH (8 digits) or YYDDHH (6 digits, month from the layout) -> (hour, weekday) arrays."""
-    enc = pc.dictionary_encode(col).combine_chunks() if isinstance(col, pa.ChunkedArray) else pc.dictionary_encode(col)
+_WIDTH_OF = {"yymmddhh": 8, "yyddhh": 6}
+_FORMAT_TEXT = {8: "8-digit YYMMDDHH", 6: "6-digit YYDDHH"}
+
+
+class _TimeState:
+    """What one file's datetime decoding carries from batch to batch: the width the first data row chose
+    (``format: auto``) and, with ``out_of_window: warn``, the rows outside the declared date window."""
+
+    def __init__(self, spec: TimeSpec, path: Path, out_of_window: str | None):
+        if out_of_window not in (None, "error", "warn"):
+            raise ValueError(f"out_of_window must be error, warn or None, not {out_of_window!r}")
+        self.spec, self.path, self.mode = spec, path, out_of_window
+        self.width = _WIDTH_OF.get(spec.format)    # None: auto, not decided yet
+        self.width_row: int | None = None           # auto: the data row that decided the width
+        self.outside = 0                            # warn: rows outside the window so far
+        self.first_outside: tuple[int, str] | None = None
+        window = spec.window if out_of_window else None
+        self.window = None if window is None else (
+            pa.scalar(dt.datetime.combine(window[0], dt.time()), pa.timestamp("s")),
+            pa.scalar(dt.datetime.combine(window[1] + dt.timedelta(days=1), dt.time()), pa.timestamp("s")))
+
+    def format_text(self) -> str:
+        if self.width is None:
+            return "8-digit YYMMDDHH or 6-digit YYDDHH"
+        text = _FORMAT_TEXT[self.width]
+        return text + (f" (month {self.spec.yyddhh_month:02d} assumed)" if self.width == 6 else "")
+
+    def error(self, value: str, row: int) -> DataError:
+        """The DataError for the hour ``value`` in ``row`` that failed the checks."""
+        field, spec = self.spec.column, self.spec
+        fmt = self.format_text()
+        n = len(value)
+        digits = re.fullmatch("[0-9]+", value) is not None
+        if digits and n in (6, 8) and self.width not in (None, n):
+            if self.width_row is not None:        # format: auto, the first data row chose the other width
+                return DataError(self.path, f"hour value '{value}' has {n} digits but the file's first data "
+                                 f"row (row {self.width_row}) has {self.width}", row=row, field=field,
+                                 expected=f"{_FORMAT_TEXT[self.width]} like the rest of the file")
+            return _bad_time(self.path, row, field, value, fmt)
+        if not digits or n not in (6, 8):
+            return _bad_time(self.path, row, field, value, fmt)
+        yy, mm, dd, hh = (int(value[:2]), int(value[2:4]), int(value[4:6]), int(value[6:8])) if n == 8 else \
+            (int(value[:2]), spec.yyddhh_month, int(value[2:4]), int(value[4:6]))
+        if hh > 23:
+            reason = f"hour {hh:02d} > 23"
+        else:
+            reason = f"20{yy:02d}-{mm:02d}-{dd:02d} is not a calendar date"
+        return DataError(self.path, f"hour value '{value}' is not a real date and hour ({reason})", row=row,
+                         field=field, expected=f"{fmt} of a calendar date, hour 00-23")
+
+
+def _decode_datetime(col: pa.Array, st: _TimeState, row0: int):
+    """YYMMDDHH (8 digits) or YYDDHH (6 digits, month from the layout) -> (hour, weekday) arrays.
+
+    Works on the dictionary of the batch's distinct values: a value must have the file's width, parse,
+    and survive a strftime round trip (``pc.strptime`` alone rolls Feb 30 into March 2)."""
+    spec = st.spec
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if st.width is None and len(col):                 # format: auto, the file's first data row decides
+        first = col[0].as_py()
+        if re.fullmatch("[0-9]+", first) and len(first) in (6, 8):
+            st.width, st.width_row = len(first), row0
+    enc = pc.dictionary_encode(col)
     uniq, codes = enc.dictionary, enc.indices
     length = pc.utf8_length(uniq)
     digits = pc.match_substring_regex(uniq, _DIGITS)
     ok8 = pc.and_(digits, pc.equal(length, 8))
     ok6 = pc.and_(digits, pc.equal(length, 6))
-    if spec.format == "yymmddhh":
-        ok6 = pc.and_(ok6, False)
-    elif spec.format == "yyddhh":
-        ok8 = pc.and_(ok8, False)
+    shape = {8: ok8, 6: ok6, None: pc.or_(ok8, ok6)}[st.width]
     month = f"{spec.yyddhh_month:02d}"
     full = pc.if_else(ok6, pc.binary_join_element_wise(pc.utf8_slice_codeunits(uniq, 0, 2), month,
                                                        pc.utf8_slice_codeunits(uniq, 2, 6), ""), uniq)
     ts = pc.strptime(full, format="%y%m%d%H", unit="s", error_is_null=True)
-    good = pc.and_(pc.or_(ok8, ok6), pc.is_valid(ts))
+    real = pc.fill_null(pc.equal(pc.strftime(ts, format="%y%m%d%H"), full), False)
+    good = pc.and_(shape, real)
     bad_at = _first_false(pc.take(good, codes))
     if bad_at is not None:
-        expected = {"auto": "8-digit YYMMDDHH or 6-digit YYDDHH", "yymmddhh": "8-digit YYMMDDHH",
-                    "yyddhh": "6-digit YYDDHH"}[spec.format]
-        raise _bad_time(path, row0 + bad_at, spec.column, col[bad_at].as_py(), expected)
+        raise st.error(col[bad_at].as_py(), row0 + bad_at)
+    if st.window is not None:
+        inside = pc.and_(pc.greater_equal(ts, st.window[0]), pc.less(ts, st.window[1]))
+        outside_rows = pc.invert(pc.take(inside, codes))
+        count = int(pc.sum(pc.cast(outside_rows, pa.int64())).as_py() or 0)
+        if count:
+            at = int(pc.index(outside_rows, True).as_py())
+            value = col[at].as_py()
+            if st.mode == "error":
+                stamp = ts[codes[at].as_py()].as_py()
+                raise DataError(st.path, f"hour value '{value}' ({stamp:%Y-%m-%d %H}h) is outside the layout's "
+                                f"declared date window {spec.window_text}", row=row0 + at, field=spec.column,
+                                expected=f"hours on {spec.window_text}, the layout's window_start / window_end; "
+                                "avazu.out_of_window: warn keeps such rows")
+            st.outside += count
+            if st.first_outside is None:
+                st.first_outside = (row0 + at, value)
     hour = pc.take(pc.hour(ts), codes)
     weekday = pc.take(pc.day_of_week(ts), codes)  # Monday = 0
     return hour, weekday
@@ -160,11 +290,13 @@ def _int_column(col: pa.Array, base: int, lo: int, hi: int, path: Path, row0: in
     return v
 
 
-def decode_time(batch: pa.RecordBatch, spec: TimeSpec, path: Path, row0: int):
-    """-> (hour_of_day, weekday) int8 arrays; weekday is all-null when the layout carries no date."""
+def decode_time(batch: pa.RecordBatch, spec: TimeSpec, path: Path, row0: int, state: _TimeState | None = None):
+    """-> (hour_of_day, weekday) int8 arrays; weekday is all-null when the layout carries no date.
+    ``state``: the file's :class:`_TimeState` (one per file, passed to every batch of it)."""
     n = batch.num_rows
     if spec.kind == "datetime":
-        hour, weekday = _decode_datetime(batch.column(spec.column), spec, path, row0)
+        state = state or _TimeState(spec, path, None)
+        hour, weekday = _decode_datetime(batch.column(spec.column), state, row0)
     elif spec.kind == "hour_id":
         hour = _int_column(batch.column(spec.column), spec.base, 0, 23, path, row0, spec.column, "hour of day")
         weekday = pa.nulls(n, pa.int8())
@@ -188,10 +320,18 @@ def _label(col: pa.Array, path: Path, row0: int, name: str) -> pa.Array:
 
 
 def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_path: Path,
-                  batch_rows: int, oracle_path: Path | None = None, block_size: int = CSV_BLOCK) -> dict:
-    """Normalize one split; returns {'rows', 'clicks', 'time'}. Writes ``out_path`` (parquet)."""
+                  batch_rows: int, oracle_path: Path | None = None, block_size: int = CSV_BLOCK,
+                  out_of_window: str | None = None) -> dict:
+    """Normalize one split; returns {'rows', 'clicks', 'time', ...}. Writes ``out_path`` (parquet).
+
+    ``csv_path`` may end in ``.gz`` (gunzipped while streaming). ``out_of_window``: what an hour outside
+    the time spec's declared date window is - ``"error"`` (a DataError), ``"warn"`` (rows kept, one log
+    warning with their count; ``out_of_window_rows`` in the stats), or None: not checked (the default for
+    library callers that score new data, e.g. ``predict``; the normalize stage passes its param)."""
+    csv_path = Path(csv_path)
     header = read_header(csv_path)
     time = check_header(csv_path, header, layout)
+    tstate = _TimeState(time, csv_path, out_of_window) if time.kind == "datetime" else None
     needed = [layout.label, *layout.columns, *time.columns]
     block = block_size
     bad_rows: list = []
@@ -206,39 +346,54 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
             line = r.number if r.number is not None else _locate_bad_row(csv_path, len(header))
             return DataError(csv_path, f"row has {r.actual_columns} fields", row=line,
                              expected=f"{r.expected_columns} fields as in the header")
-        return DataError(csv_path, f"CSV parse error after line {rows_done + 1}: {e}")
+        text = (str(e).splitlines() or [type(e).__name__])[0]
+        if "invalid UTF8" in text:
+            where = _locate_bad_utf8(csv_path, header, needed)
+            if where is not None:
+                return DataError(csv_path, "value is not valid UTF-8 text", row=where[0], field=where[1],
+                                 expected="UTF-8 encoded CSV text")
+            return DataError(csv_path, f"not valid UTF-8 text after line {rows_done + 1}",
+                             expected="UTF-8 encoded CSV text")
+        if not isinstance(e, pa.ArrowInvalid) and is_gz(csv_path):
+            return DataError(csv_path, f"not a readable gzip file ({text})",
+                             expected="a complete gzip stream of CSV text (a truncated download? fetch it again)")
+        return DataError(csv_path, f"CSV parse error after line {rows_done + 1}: {text}")
 
+    stream = input_stream(csv_path)
     try:
         reader = pacsv.open_csv(
-            csv_path,
-            read_options=pacsv.ReadOptions(block_size=block),
+            stream,
+            # the header's stripped names (BOM, spaces after the commas) replace pyarrow's reading of it
+            read_options=pacsv.ReadOptions(block_size=block, column_names=header, skip_rows=1),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
                                                  include_columns=needed, strings_can_be_null=False,
                                                  quoted_strings_can_be_null=False))
-    except pa.ArrowInvalid as e:
+    except (pa.ArrowInvalid, OSError) as e:
+        stream.close()
         raise parse_error(e, 0) from None
     sidecar = _Sidecar(oracle_path, block) if oracle_path is not None else None
     schema = normalized_schema(fields, with_oracle=sidecar is not None)
     ns = layout.namespace
     col_of = {f: c for c, f in layout.columns.items()}
     rows = clicks = 0
-    bar = tqdm(desc=f"normalize {layout.name}/{csv_path.stem}", unit="rows", unit_scale=True, disable=None)
+    name = csv_path.name.split(".")[0]
+    bar = tqdm(desc=f"normalize {layout.name}/{name}", unit="rows", unit_scale=True, disable=None)
     def blocks():
         while True:
             try:
                 yield reader.read_next_batch()
             except StopIteration:
                 return
-            except pa.ArrowInvalid as e:
+            except (pa.ArrowInvalid, OSError) as e:
                 raise parse_error(e, rows) from None
 
-    with pq.ParquetWriter(out_path, schema, **PARQUET_WRITE) as writer, bar:
+    with stream, pq.ParquetWriter(out_path, schema, **PARQUET_WRITE) as writer, bar:
         for batch in rebatch(blocks(), batch_rows):
             n = batch.num_rows
             row0 = rows + 2                                   # line number of this batch's first row
             label = _label(batch.column(layout.label), csv_path, row0, layout.label)
-            hour, weekday = decode_time(batch, time, csv_path, row0)
+            hour, weekday = decode_time(batch, time, csv_path, row0, tstate)
             cols = [label]
             for f in fields:
                 col = batch.column(col_of[f])
@@ -255,18 +410,26 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
         sidecar.finish()
     if rows == 0:
         raise DataError(csv_path, "has a header but no data rows", row=2, expected="at least one data row")
-    return {"rows": rows, "clicks": clicks, "ctr": clicks / rows, "time": time.kind,
-            "time_format": time.format if time.kind == "datetime" else None, "oracle": sidecar is not None}
+    stats = {"rows": rows, "clicks": clicks, "ctr": clicks / rows, "time": time.kind,
+             "time_format": time.format if time.kind == "datetime" else None, "oracle": sidecar is not None}
+    if tstate is not None and tstate.outside:
+        row, value = tstate.first_outside
+        log.warning("%s: %d row(s) have an hour outside the layout's declared date window %s (first: row %d, "
+                    "'%s'); kept, as avazu.out_of_window is warn", csv_path, tstate.outside, time.window_text,
+                    row, value)
+        stats["out_of_window_rows"] = tstate.outside
+    return stats
 
 
 def normalize_source(raw_dir: Path, layout: Layout, fields: tuple[str, ...], out_dir: Path,
-                     batch_rows: int) -> dict:
-    """Normalize every declared split of one source: ``raw_dir/<split>.csv`` -> ``out_dir/<split>.parquet``."""
+                     batch_rows: int, out_of_window: str | None = "error") -> dict:
+    """Normalize every declared split of one source: ``raw_dir/<split>.csv`` (or ``<split>.csv.gz``) ->
+    ``out_dir/<split>.parquet``; an oracle sidecar ``<split>.oracle.csv[.gz]`` is carried along when present."""
     stats = {}
     for split in layout.splits:
-        csv_path = raw_dir / f"{split}.csv"
-        oracle = raw_dir / f"{split}.oracle.csv"
+        csv_path = split_file(raw_dir, split)
+        oracle = split_file(raw_dir, f"{split}.oracle", required=False)
         log.info("normalize %s/%s", layout.name, split)
         stats[split] = normalize_csv(csv_path, layout, fields, out_dir / f"{split}.parquet", batch_rows,
-                                     oracle if oracle.is_file() else None)
+                                     oracle, out_of_window=out_of_window)
     return stats

@@ -8,46 +8,45 @@
 * ``llm_train`` -- what both LLM-CTR phases share; ``llm_phase1`` / ``llm_phase2`` -- each phase's own.
 
 The CTR model section ``ctr`` lives beside the model registry (:class:`pipeline.ctr.models.CtrParams`).
-No defaults here: params.yaml holds them (with a comment per key). ``validate`` raises ConfigError naming
-the key. Checks that need files (a train source that was never encoded) are made where the files are read.
+No defaults here: params.yaml holds them (with a comment per key). Valid ranges are declared on the
+fields (``PosInt``, ``Decay``, ``Annotated[int, Range(...)]``: checked when params.yaml is parsed);
+``validate`` makes the checks a range cannot (one key against another), raising ConfigError naming the
+key. Checks that need files (a train source that was never encoded) are made where the files are read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.params import check_subset
+from pipeline.core.params import (
+    Decay, NonNegFloat, OpenFrac, PosFloat, PosInt, Prob, Range, UserPath, check_ranges, check_subset,
+)
 
 AVAZU_SOURCES = ("x1", "x2", "x4")
-
-
-def _at_least(key: str, value, low) -> None:
-    if value < low:
-        raise ConfigError(f"{key}: {value} must be >= {low}")
 
 
 @dataclass(frozen=True)
 class AvazuSynthetic:
     """The embedded synthetic Avazu world (pipeline.ctr.synthetic)."""
 
-    rows: int             # events in the world (all three layouts are re-splits of these rows)
-    mean_ctr: float       # target mean click probability of the planted teacher
-    rank: int             # rank of the planted pairwise interactions
-    temperature: float    # scales the teacher logit around its bias; larger = more separable
+    rows: Annotated[int, Range(ge=1000)]   # events in the world (all three layouts are re-splits of these rows)
+    mean_ctr: OpenFrac    # target mean click probability of the planted teacher
+    rank: PosInt          # rank of the planted pairwise interactions
+    temperature: PosFloat  # scales the teacher logit around its bias; larger = more separable
 
 
 @dataclass(frozen=True)
 class AvazuSplitValid:
     sources: list[str]    # sources whose published layout has no valid split (reczoo: only x2)
-    frac: float           # share of train that becomes valid (click-stratified)
+    frac: OpenFrac        # share of train that becomes valid (click-stratified)
 
 
 @dataclass(frozen=True)
 class AvazuSample:
     sources: list[str]
-    frac: float
+    frac: OpenFrac
 
 
 @dataclass(frozen=True)
@@ -56,15 +55,17 @@ class AvazuParams:
 
     source: Literal["synthetic", "hf", "local"]
     sources: list[str]
-    local_dir: str
+    local_dir: UserPath
     hf_revision: str
-    layouts: str
-    batch_rows: int
+    layouts: UserPath     # declared column layouts (a YAML file; relative to the repository root)
+    batch_rows: PosInt
     synthetic: AvazuSynthetic
     split_valid: AvazuSplitValid
     sample: AvazuSample
-    min_count: int
+    min_count: PosInt     # tokens seen fewer times in train -> OOV (1 = keep every token)
     align: bool           # avazu_align: map x1 / x2 ids onto x4's raw tokens (false: namespaced ids, as published)
+    verify_md5: bool      # download: refuse CSVs whose md5 differs from reczoo's published one (false: own copies)
+    out_of_window: Literal["error", "warn"]   # normalize: an hour outside the layout's declared date window
 
     def validate(self) -> None:
         check_subset("avazu.sources", self.sources, AVAZU_SOURCES)
@@ -72,15 +73,6 @@ class AvazuParams:
             raise ConfigError("avazu.sources: must name at least one of x1, x2, x4")
         check_subset("avazu.split_valid.sources", self.split_valid.sources, self.sources, "avazu.sources")
         check_subset("avazu.sample.sources", self.sample.sources, self.sources, "avazu.sources")
-        for key, frac in (("avazu.split_valid.frac", self.split_valid.frac), ("avazu.sample.frac", self.sample.frac)):
-            if not 0.0 < frac < 1.0:
-                raise ConfigError(f"{key}: {frac} is not in (0, 1)")
-        _at_least("avazu.min_count", self.min_count, 1)
-        _at_least("avazu.batch_rows", self.batch_rows, 1)
-        if self.synthetic.rows < 1000:
-            raise ConfigError(f"avazu.synthetic.rows: {self.synthetic.rows} is too small (>= 1000)")
-        if not 0.0 < self.synthetic.mean_ctr < 1.0:
-            raise ConfigError(f"avazu.synthetic.mean_ctr: {self.synthetic.mean_ctr} is not in (0, 1)")
         if self.source == "local" and not self.local_dir:
             raise ConfigError("avazu.local_dir: must be set when avazu.source is 'local'")
 
@@ -91,17 +83,16 @@ class OptimParams:
     HELEN_VARIANTS: ClassVar[tuple[str, ...]] = ("release", "recdag")   # = helen_variant's Literal
 
     name: Literal["adam", "sam", "helen"]
-    rho: float                 # sam, helen: perturbation radius
-    bound: float               # helen: lower clamp of the frequency scale
+    rho: NonNegFloat           # sam, helen: perturbation radius
+    bound: Prob                # helen: lower clamp of the frequency scale (count / max_count in [0, 1])
     net_pert: bool             # helen: perturb dense weights too
     helen_variant: Literal["release", "recdag"]   # helen: the released update | ours (see pipeline.ctr.optim)
-    lr_embed: float
-    lr_net: float
-    clip_norm: float           # adam path: global grad-norm clipping (0 = off)
+    lr_embed: PosFloat
+    lr_net: PosFloat
+    clip_norm: Annotated[float, Range(ge=0, note="0 = off")]   # adam path: global grad-norm clipping (0 = off)
 
     def validate(self) -> None:
-        if self.rho < 0 or not 0.0 <= self.bound <= 1.0:
-            raise ConfigError("optim.rho must be >= 0 and optim.bound in [0, 1]")
+        check_ranges(self, self.SECTION)             # a copy with the Helen study's --rho too (helen-run)
         if self.helen_variant not in self.HELEN_VARIANTS:
             raise ConfigError(f"optim.helen_variant: '{self.helen_variant}' is not one of "
                               f"{list(self.HELEN_VARIANTS)}")
@@ -115,24 +106,22 @@ class TrainParams:
     SECTION: ClassVar[str] = "train"
 
     sources: list[str]         # encoded datasets whose train splits are concatenated (the seed: x4)
-    epochs: int
-    batch_size: int
-    eval_every_steps: int
+    epochs: PosInt
+    batch_size: PosInt
+    eval_every_steps: Annotated[int, Range(ge=0, note="0 = once per epoch")]
     monitor: Literal["auc", "auc_minus_logloss"]
-    patience: int
-    lr_decay: float
-    min_lr: float
-    embedding_regularizer: float
-    net_regularizer: float
-    checkpoint_every_steps: int
-    eval_batch_size: int
+    patience: PosInt
+    lr_decay: Decay
+    min_lr: NonNegFloat
+    embedding_regularizer: NonNegFloat   # 0 = off
+    net_regularizer: NonNegFloat         # 0 = off
+    checkpoint_every_steps: Annotated[int, Range(ge=0, note="0 = only at evaluations")]
+    eval_batch_size: PosInt
 
     def validate(self) -> None:
         if not self.sources:
             raise ConfigError("train.sources: must name at least one source to train on")
         check_subset("train.sources", self.sources, AVAZU_SOURCES)
-        for key in ("epochs", "batch_size", "patience", "eval_batch_size"):
-            _at_least(f"train.{key}", getattr(self, key), 1)
 
 
 @dataclass(frozen=True)
@@ -140,14 +129,15 @@ class LlmTiny:
     """The embedded default LLM (``llm.source: tiny``): a randomly initialised Qwen3 of these shapes and a
     byte-level BPE tokenizer trained on the prompt (pipeline.ctr.llm_init)."""
 
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int                  # BPE target size: 256 bytes + merges + special tokens
-    max_position_embeddings: int
+    hidden_size: PosInt
+    intermediate_size: PosInt
+    num_layers: PosInt
+    num_heads: PosInt
+    num_kv_heads: PosInt             # must divide num_heads
+    head_dim: PosInt
+    vocab_size: Annotated[int, Range(ge=300, note="256 byte tokens, special tokens and some merges")]
+                                     # BPE target size: 256 bytes + merges + special tokens
+    max_position_embeddings: PosInt
 
 
 @dataclass(frozen=True)
@@ -159,7 +149,7 @@ class LlmParams:
     source: Literal["tiny", "hf", "local", "smollm2"]
     name: str                        # hf: the model repository (Qwen/Qwen3-0.6B)
     revision: str                    # hf: branch, tag or commit
-    local_path: str                  # local: a directory holding an HF causal LM and its tokenizer
+    local_path: UserPath             # local: a directory holding an HF causal LM and its tokenizer
     tiny: LlmTiny
     prompt: str                      # the text before the soft tokens
     answer_tokens: list[str]         # [no-click word, click word]; each must be exactly one token
@@ -171,15 +161,9 @@ class LlmParams:
         if self.source == "hf" and not self.name:
             raise ConfigError("llm.name: must name a Hugging Face model when llm.source is 'hf'")
         t = self.tiny
-        for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                    "max_position_embeddings"):
-            _at_least(f"llm.tiny.{key}", getattr(t, key), 1)
         if t.num_heads % t.num_kv_heads:
             raise ConfigError(f"llm.tiny.num_kv_heads: {t.num_kv_heads} must divide llm.tiny.num_heads "
                               f"({t.num_heads})")
-        if t.vocab_size < 300:
-            raise ConfigError(f"llm.tiny.vocab_size: {t.vocab_size} must be >= 300 (256 byte tokens, "
-                              "special tokens and some merges)")
         if len(self.answer_tokens) != 2:
             raise ConfigError(f"llm.answer_tokens: expected two words [no-click, click], got {self.answer_tokens}")
         if self.answer_tokens[0] == self.answer_tokens[1]:
@@ -194,17 +178,13 @@ class LlmCtrParams:
 
     SECTION: ClassVar[str] = "llm_ctr"
 
-    projector_hidden: int            # hidden width of the per-field projector MLP
+    projector_hidden: PosInt         # hidden width of the per-field projector MLP
     prompt_cache: bool               # run the prompt once and reuse its KV cache
     dtype: Literal["auto", "float32", "bfloat16"]
     device: Literal["auto", "cpu", "cuda"]
-    eval_batch_size: int             # rows per scoring batch (validation and evaluation)
+    eval_batch_size: PosInt          # rows per scoring batch (validation and evaluation)
     readout: Literal["affine", "seed"] = "affine"   # seed: σ(l_yes − l_no) | affine: σ(e^s (l_yes − l_no − c) + b)
     projector: Literal["per_field", "shared"] = "per_field"   # per_field: one MLP per field | shared: the seed's
-
-    def validate(self) -> None:
-        _at_least("llm_ctr.projector_hidden", self.projector_hidden, 1)
-        _at_least("llm_ctr.eval_batch_size", self.eval_batch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -214,28 +194,20 @@ class LlmTrainParams:
     SECTION: ClassVar[str] = "llm_train"
 
     sources: list[str]               # encoded datasets trained on in order (one fit each)
-    epochs: int                      # per train source
-    batch_size: int
-    eval_every_steps: int            # 0 = once per epoch
-    patience: int
-    lr_decay: float
-    min_lr: float
-    clip_norm: float
-    checkpoint_every_steps: int
+    epochs: PosInt                   # per train source
+    batch_size: PosInt
+    eval_every_steps: Annotated[int, Range(ge=0, note="0 = once per epoch")]
+    patience: PosInt
+    lr_decay: Decay
+    min_lr: NonNegFloat
+    clip_norm: Annotated[float, Range(ge=0, note="0 = off")]
+    checkpoint_every_steps: Annotated[int, Range(ge=0, note="0 = only at validations")]
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "patience"):
-            _at_least(f"llm_train.{key}", getattr(self, key), 1)
-        for key in ("eval_every_steps", "checkpoint_every_steps"):
-            _at_least(f"llm_train.{key}", getattr(self, key), 0)
         if not self.sources:
             raise ConfigError("llm_train.sources: must name at least one dataset")
         if len(set(self.sources)) != len(self.sources):
             raise ConfigError(f"llm_train.sources: duplicate entries in {self.sources}")
-        if not 0.0 < self.lr_decay <= 1.0:
-            raise ConfigError(f"llm_train.lr_decay: {self.lr_decay} is not in (0, 1]")
-        if self.clip_norm < 0 or self.min_lr < 0:
-            raise ConfigError("llm_train.clip_norm and llm_train.min_lr must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -243,11 +215,7 @@ class LlmPhase1Params:
     """Phase 1: the projector only (baseline embeddings and encoder frozen)."""
 
     SECTION: ClassVar[str] = "llm_phase1"
-    lr: float                        # Adam learning rate of the trainable parts of this phase
-
-    def validate(self) -> None:
-        if not self.lr > 0:
-            raise ConfigError(f"{self.SECTION}.lr: {self.lr} must be > 0")
+    lr: PosFloat                     # Adam learning rate of the trainable parts of this phase
 
 
 @dataclass(frozen=True)

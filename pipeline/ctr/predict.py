@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.core.io import md5_file, read_json, row_group_batches
+from pipeline.core.io import load_weights, md5_file, parquet_reader, read_json, read_table, row_group_batches
 from pipeline.ctr.predictions import prediction_batch, prediction_schema
 from pipeline.ctr.schema import LABEL, ORACLE, TIME_FIELDS
 
@@ -116,7 +116,7 @@ def load_predictor(model_dir: Path, feature_map: Path, *, baseline_dir: Path, ll
     weights = model_dir / "model.pt"
     if not weights.is_file():
         raise DataError(weights, "LLM-CTR phase weights missing", expected="the output of avazu_llm_phase")
-    state = torch.load(weights, weights_only=True, map_location=dev)
+    state = load_weights(weights, map_location=dev)
     proj, encoder = L.split_state(state)
     baseline.model.to(dev)
     model = L.build_llm_ctr(baseline, bundle, projector_hidden=cfg["projector_hidden"], train_encoder=False,
@@ -146,7 +146,7 @@ def predict_encoded(pred: Predictor, src: Path, dst: Path, ids=None) -> dict:
 
     src, dst = Path(src), Path(dst)
     try:
-        pf = pq.ParquetFile(src, pre_buffer=False)
+        pf = parquet_reader(src)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(src, f"not a readable parquet file ({str(e).splitlines()[0]})",
                         expected="an encoded split (data/avazu/encoded/<source>/<split>.parquet)") from None
@@ -195,7 +195,7 @@ def load_vocab(vocab_parquet: Path, features: list[str]):
 
     if not Path(vocab_parquet).is_file():
         raise DataError(vocab_parquet, "vocabulary missing", expected="avazu_vocab's vocab.parquet beside the feature map")
-    t = pq.read_table(vocab_parquet, columns=["field", "index", "token", "count"])
+    t = read_table(vocab_parquet, columns=["field", "index", "token", "count"])
     out = {}
     for f in features:
         part = t.filter(pc.equal(t["field"], f))

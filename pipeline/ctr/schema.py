@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class TimeSpec:
     num_days: int = 10
     wday: str | None = None
     wday_base: int = 0
+    window_start: str | None = None   # datetime: first and last day (ISO dates, inclusive) of the data's
+    window_end: str | None = None     # declared date window; an hour outside it: avazu.out_of_window
 
     @property
     def columns(self) -> list[str]:
@@ -44,6 +47,17 @@ class TimeSpec:
     @property
     def first_date(self) -> dt.date:
         return dt.date.fromisoformat(self.first_day)
+
+    @property
+    def window(self) -> tuple[dt.date, dt.date] | None:
+        """(first, last) day of the declared date window, inclusive; None when none is declared."""
+        if self.window_start is None:
+            return None
+        return dt.date.fromisoformat(self.window_start), dt.date.fromisoformat(self.window_end)
+
+    @property
+    def window_text(self) -> str:
+        return f"{self.window_start}..{self.window_end}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,26 @@ def _time(spec: dict, where: str) -> TimeSpec:
         raise ConfigError(f"{where}.format: '{t.format}' is not one of auto, yymmddhh, yyddhh")
     if any(c is None for c in t.columns):
         raise ConfigError(f"{where}: the column names for kind '{t.kind}' are missing")
+    if (t.window_start is None) != (t.window_end is None):
+        missing = "window_end" if t.window_end is None else "window_start"
+        raise ConfigError(f"{where}.{missing}: window_start and window_end are declared together")
+    if t.window_start is not None:
+        if t.kind != "datetime":
+            raise ConfigError(f"{where}.window_start: a date window applies to kind 'datetime' only "
+                              f"(kind '{t.kind}' declares its days with first_day / num_days)")
+        days = {}
+        for key in ("window_start", "window_end"):
+            value = getattr(t, key)
+            try:
+                days[key] = dt.date.fromisoformat(str(value))
+            except ValueError:
+                raise ConfigError(f"{where}.{key}: '{value}' is not an ISO date YYYY-MM-DD") from None
+        if days["window_start"] > days["window_end"]:
+            raise ConfigError(f"{where}.window_end: {days['window_end']} is before window_start "
+                              f"{days['window_start']}")
+        # yaml may have parsed them as dates: keep the ISO strings
+        t = dataclasses.replace(t, window_start=days["window_start"].isoformat(),
+                                window_end=days["window_end"].isoformat())
     return t
 
 

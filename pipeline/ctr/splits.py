@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import PARQUET_WRITE, parquet_reader
+from pipeline.core.io import parquet_reader, PARQUET_WRITE, read_table
 from pipeline.core.seeding import derive_seed
 from pipeline.ctr.schema import LABEL
 
@@ -33,7 +33,7 @@ def stratified_mask(labels: np.ndarray, frac: float, seed: int, name: str) -> np
 
 def read_labels(path) -> np.ndarray:
     try:
-        return pq.read_table(path, columns=[LABEL]).column(LABEL).to_numpy().astype(np.int8)
+        return read_table(path, columns=[LABEL]).column(LABEL).to_numpy().astype(np.int8)
     except (OSError, pa.ArrowInvalid, KeyError) as e:
         raise DataError(path, f"cannot read the label column ({e})", expected="a normalized Avazu parquet") from None
 

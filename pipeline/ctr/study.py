@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.params import PosInt
 
 STUDY_MODELS = ("dnn", "widedeep", "pnn", "deepfm", "dcn", "dlrm", "dcnv2")   # the seed's Table 2 order
 STUDY_OPTIMIZERS = ("adam", "sam", "helen")
@@ -31,10 +31,10 @@ class HelenSharpness:
     """The sharpness-by-frequency measurement (:mod:`pipeline.ctr.sharpness`) on the study's Adam / SAM /
     Helen runs of one model (the stage's argument; the paper's Figure 1 uses PNN)."""
 
-    bins: int                  # log-spaced training-frequency bins
-    values_per_bin: int        # feature values sampled per bin (the same sample for every optimizer)
-    max_rows_per_value: int    # training rows per value (seeded subsample beyond this)
-    iters: int                 # power-iteration steps
+    bins: PosInt               # log-spaced training-frequency bins
+    values_per_bin: PosInt     # feature values sampled per bin (the same sample for every optimizer)
+    max_rows_per_value: PosInt  # training rows per value (seeded subsample beyond this)
+    iters: PosInt              # power-iteration steps
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,9 @@ class HelenStudyParams:
 
     SECTION: ClassVar[str] = "helen_study"
 
-    train_rows: int            # seeded sample of train.sources' train split each study run trains on
-    epochs: int                # replaces train.epochs in every study run (the rest of `train` is shared)
+    train_rows: PosInt         # seeded sample of train.sources' train split each study run trains on
+    epochs: PosInt             # replaces train.epochs in every study run (the rest of `train` is shared)
     sharpness: HelenSharpness
-
-    def validate(self) -> None:
-        if self.train_rows < 1:
-            raise ConfigError(f"helen_study.train_rows: {self.train_rows} must be >= 1")
-        if self.epochs < 1:
-            raise ConfigError(f"helen_study.epochs: {self.epochs} must be >= 1")
-        s = self.sharpness
-        for key in ("bins", "values_per_bin", "max_rows_per_value", "iters"):
-            if getattr(s, key) < 1:
-                raise ConfigError(f"helen_study.sharpness.{key}: {getattr(s, key)} must be >= 1")
 
 
 def run_name(model: str, optimizer: str, rho: float | None = None, variant: str | None = None) -> str:

@@ -70,11 +70,14 @@ def _hash_key(seed: int, name: str) -> str:
 # ------------------------------------------------------------------------------------------------ metadata
 
 
-def stream_metadata(paths: Iterable[Path], out: Path, batch: int = 50_000) -> pa.Array:
-    """Metadata JSON lines -> parquet ``out``; returns the asins (first occurrence wins)."""
+def stream_metadata(paths: Iterable[Path], out: Path, batch: int = 50_000,
+                    stats: dict | None = None) -> pa.Array:
+    """Metadata JSON lines -> parquet ``out``; returns the asins (first occurrence wins). ``stats`` (if
+    given) gets ``items_with_text``: the items with a non-empty title or brand."""
     writer = pq.ParquetWriter(out, META_SCHEMA)
     seen: set[str] = set()
     buf: list[fm.ItemMeta] = []
+    with_text = 0
 
     def flush():
         if buf:
@@ -91,13 +94,31 @@ def stream_metadata(paths: Iterable[Path], out: Path, batch: int = 50_000) -> pa
                 if m.asin in seen:
                     continue
                 seen.add(m.asin)
+                with_text += bool(m.title or m.brand)
                 buf.append(m)
                 if len(buf) >= batch:
                     flush()
         flush()
     finally:
         writer.close()
+    if stats is not None:
+        stats["items_with_text"] = with_text
     return pa.array(sorted(seen), type=pa.string())
+
+
+TEXT_REMEDY = "or, to train on item ids only, finetune.item_repr: id with finetune.from: scratch"
+
+
+def require_pool_text(metadata: list[Path], items_with_text: int) -> None:
+    """item_repr text needs titles or brands: a pool catalogue without any is a DataError naming the keys
+    its metadata has."""
+    if items_with_text:
+        return
+    found = fm.metadata_keys(metadata[0]) if metadata else []
+    raise DataError(", ".join(str(p) for p in metadata) or "amazon.local.metadata",
+                    f"no item has a title or brand (keys found: {', '.join(found) or 'none'})",
+                    expected="'title' and/or 'brand' keys in the metadata for pretrain.item_repr: text; or, to "
+                             "train on item ids only, pretrain.item_repr: id with finetune.from: scratch")
 
 
 def iter_meta(path: Path, asins: set[str] | None = None) -> Iterator[dict]:
@@ -192,12 +213,16 @@ def scale_thresholds(keys: np.ndarray, counts: np.ndarray, scales: list[int]) ->
 
 def build_pretrain_sets(ratings: list[Path], metadata: list[Path], exclude_users: set[str], out_dir: Path,
                         work: Path, *, scales: list[int], min_inter: int, buckets: int, batch_rows: int,
-                        seed: int) -> tuple[dict, Path]:
+                        seed: int, need_text: bool = False) -> tuple[dict, Path]:
     """The whole pool ETL; writes ``out_dir/<pretrain_name(scale)>/`` RecBole files. Returns (report, the
-    metadata parquet of the pool catalogue, for the tokenizer)."""
+    metadata parquet of the pool catalogue, for the tokenizer). ``need_text`` (pretrain.item_repr text):
+    metadata without any title or brand is a DataError before the ratings are read."""
     work.mkdir(parents=True, exist_ok=True)
     meta_path = work / "meta.parquet"
-    meta_asins = stream_metadata(metadata, meta_path)
+    meta_stats: dict = {}
+    meta_asins = stream_metadata(metadata, meta_path, stats=meta_stats)
+    if need_text:
+        require_pool_text(list(metadata), meta_stats["items_with_text"])
     stats = PoolStats()
     bucket_dir = work / "buckets"
     bucket_dir.mkdir()
@@ -255,7 +280,7 @@ def build_pretrain_sets(ratings: list[Path], metadata: list[Path], exclude_users
                                                             value_set=pa.array(sorted(pool_items), pa.string()))),
                    pool_meta)
     report = {"pool": stats.__dict__, "scales": {str(s): per_scale[s] for s in scales},
-              "metadata_items": len(meta_asins)}
+              "metadata_items": len(meta_asins), "metadata_items_with_text": meta_stats["items_with_text"]}
     log.info("pretraining pool: %d users, %d interactions; scales %s", stats.users, stats.interactions,
              {s: per_scale[s]["interactions"] for s in scales})
     return report, pool_meta
@@ -273,6 +298,8 @@ class Sequences:
     ratings: list[list[float]]
     times: list[list[int]]
     meta: dict[str, fm.ItemMeta] | None    # None: the format carries no item text (S3-Rec)
+    item_file: Path | None = None          # RecBole: the .item file the text was read from
+    item_columns: list[str] | None = None  # RecBole: its header's column names
 
 
 def _group(rows: Iterable[tuple[str, str, float, int]]) -> Sequences:
@@ -306,17 +333,53 @@ def read_finetune(fmt: str, path: Path, name: str) -> Sequences:
         inters = sorted(path.glob("*.inter")) if path.is_dir() else [path]
         if len(inters) != 1:
             raise DataError(path, f"found {len(inters)} .inter files", expected="exactly one <name>.inter")
-        rows = []
-        for row in fm.read_recbole(inters[0], required=("user_id", "item_id")):
-            ts = row.get("timestamp", 0.0)
-            rows.append((row["user_id"], row["item_id"], row.get("rating", 0.0),
-                         int(ts) if ts == ts else 0))
-        seqs = _group(rows)
+        seqs = _group(_recbole_rows(inters[0]))
         item_file = inters[0].with_suffix(".item")
         if item_file.is_file():
             seqs.meta = fm.read_recbole_item(item_file)
+            seqs.item_file = item_file
+            seqs.item_columns = [c for c, _ in fm.recbole_header(item_file)]
         return seqs
     raise ConfigError(f"amazon.local.finetune_format: '{fmt}' is not one of reviews, recbole, s3rec")
+
+
+def _recbole_rows(inter: Path) -> Iterator[tuple[str, str, float, int]]:
+    """(user, item, rating, timestamp) of a RecBole .inter; the reader makes rating and timestamp finite
+    numbers on every row. A file without a timestamp column keeps its file order (all 0); without a
+    rating column, ratings are 0."""
+    for row in fm.read_recbole(inter, required=("user_id", "item_id")):
+        yield row["user_id"], row["item_id"], float(row.get("rating", 0.0)), int(row.get("timestamp", 0))
+
+
+def require_item_text(name: str, fmt: str, path: Path, seqs: Sequences,
+                      pool_meta: dict[str, fm.ItemMeta] | None = None) -> None:
+    """With item_repr text, the fine-tuning set ``name`` must have item text: a RecBole ``.item`` with a
+    title or brand column (see :func:`formats.read_recbole_item` for the names read) holding some text;
+    for 2014 reviews, some of its items with a title or brand in the metadata. Otherwise a DataError naming
+    the columns found, the ones expected and the remedy (``item_repr: id``)."""
+    expected_cols = (f"a title column ({', '.join(fm.TITLE_ALIASES)}) or a brand column "
+                     f"({', '.join(fm.BRAND_ALIASES)}) for finetune.item_repr: text; {TEXT_REMEDY}")
+    if fmt == "s3rec":
+        raise DataError(path, "S3-Rec files carry item ids only, no item text",
+                        expected=f"a format with item text (reviews + metadata, or RecBole .inter + .item); "
+                                 f"{TEXT_REMEDY}")
+    if fmt == "recbole":
+        if seqs.item_file is None:
+            raise DataError(path, "no .item file beside the .inter file, so no item text",
+                            expected=f"<name>.item with {expected_cols}")
+        found = fm.item_text_columns(seqs.item_columns or [])
+        if not any(found[f] for f in fm.TEXT_FIELDS):
+            raise DataError(seqs.item_file, f"no item-text column (found: {', '.join(seqs.item_columns or [])})",
+                            row=1, expected=expected_cols)
+    meta = seqs.meta if seqs.meta is not None else pool_meta
+    if meta is None:
+        return
+    items = {i for seq in seqs.items for i in seq}
+    if not any(i in meta and (meta[i].title or meta[i].brand) for i in items):
+        where = seqs.item_file if seqs.item_file is not None else path
+        what = "its .item file" if seqs.item_file is not None else "the metadata (amazon.local.metadata)"
+        raise DataError(where, f"none of the {len(items)} items of {name} has a title or brand in {what}",
+                        expected=f"item text for finetune.item_repr: text; {TEXT_REMEDY}")
 
 
 def finetune_users(fmt: str, path: Path) -> set[str]:

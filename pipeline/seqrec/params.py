@@ -1,6 +1,7 @@
 """Typed params of the Amazon scaling branch (sections ``amazon``, ``pretrain``, ``finetune``).
 
-No defaults here: they live in params.yaml. ``validate()`` raises ConfigError naming the key; the
+No defaults here: they live in params.yaml. Valid ranges are declared on the fields (checked when params.yaml
+is parsed); ``validate()`` makes the checks a range cannot, raising ConfigError naming the key; the
 cross-section checks are :data:`CHECKS` (run by ``pipeline.core.params.load_stage`` for a stage that loads
 all the sections a check names). :data:`SECTIONS` are the section classes the Amazon stages load.
 """
@@ -9,12 +10,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.params import (
+    NonNegFloat, NonNegInt, OpenFrac, PosFloat, PosInt, Range, UserPath, check_ranges,
+)
 
 FINETUNE_DATASETS = ("beauty", "sports")
 SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+
+Share = Annotated[float, Range(ge=0, lt=1)]        # a share of a set that cannot be all of it (dropout too)
+Users = Annotated[int, Range(ge=10)]              # users of a synthetic file
 
 
 def parse_size(size: str, key: str = "pretrain.sizes") -> tuple[int, int]:
@@ -29,27 +36,28 @@ def parse_size(size: str, key: str = "pretrain.sizes") -> tuple[int, int]:
 class AmazonSynthetic:
     """The embedded synthetic Amazon world (pipeline.seqrec.synthetic)."""
 
-    pool_users: int           # users of the v2-style ratings pool (pretraining side)
-    beauty_users: int         # users of the 2014-style Beauty 5-core file (also present in the pool ratings)
-    sports_users: int         # users of the 2014-style Sports 5-core file
-    items_per_cluster: int    # catalogue size = clusters x items_per_cluster
-    clusters_per_category: int
-    mean_length: float        # mean interactions per user (geometric tail above the 5 minimum)
-    stay: float               # probability that the next item stays in the user's current cluster
-    concentration: float      # Dirichlet concentration of a user's cluster preferences (small = focused)
-    missing_meta: float       # share of items written without a metadata line (the ETL drops them)
-    short_users: float        # share of pool users with fewer than 5 interactions (the ETL drops them)
+    pool_users: Users         # users of the v2-style ratings pool (pretraining side)
+    beauty_users: Users       # users of the 2014-style Beauty 5-core file (also present in the pool ratings)
+    sports_users: Users       # users of the 2014-style Sports 5-core file
+    items_per_cluster: Annotated[int, Range(ge=2)]   # catalogue size = clusters x items_per_cluster
+    clusters_per_category: PosInt
+    mean_length: Annotated[float, Range(ge=5, note="the 5-core minimum")]
+                              # mean interactions per user (geometric tail above the 5 minimum)
+    stay: Share               # probability that the next item stays in the user's current cluster
+    concentration: PosFloat   # Dirichlet concentration of a user's cluster preferences (small = focused)
+    missing_meta: Share       # share of items written without a metadata line (the ETL drops them)
+    short_users: Share        # share of pool users with fewer than 5 interactions (the ETL drops them)
 
 
 @dataclass(frozen=True)
 class AmazonLocal:
     """amazon.source=local: the user's files (hard-linked or copied into data/amazon/raw by download)."""
 
-    ratings: list[str]        # Amazon v2 ratings CSVs (item,user,rating,timestamp; no header); .gz allowed
-    metadata: list[str]       # metadata JSON lines (asin, title, brand, category); .gz allowed; 2014 meta too
+    ratings: list[UserPath]   # Amazon v2 ratings CSVs (item,user,rating,timestamp; no header); .gz allowed
+    metadata: list[UserPath]  # metadata JSON lines (asin, title, brand, category); .gz allowed; 2014 meta too
     finetune_format: Literal["reviews", "recbole", "s3rec"]
-    beauty: str               # reviews: reviews_Beauty_5.json(.gz); recbole: folder with <name>.inter/.item;
-    sports: str               # s3rec: Beauty.txt (ids only: id-based models only)
+    beauty: UserPath          # reviews: reviews_Beauty_5.json(.gz); recbole: folder with <name>.inter/.item;
+    sports: UserPath          # s3rec: Beauty.txt (ids only: id-based models only)
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,15 @@ class AmazonParams:
     synthetic: AmazonSynthetic
     local: AmazonLocal
     finetune_datasets: list[str]
-    scales: list[int]          # interactions per scaled pretraining set (seeded user sampling, nested)
-    min_user_interactions: int
-    vocab_size: int            # BPE item-text vocabulary
-    max_title_tokens: int
-    max_brand_tokens: int
-    max_len: int               # longest history fed to the model (SASRec: 50)
-    batch_rows: int            # rows per streamed CSV batch
-    buckets: int               # hash partitions of the ratings pool (bounded-memory grouping by user)
+    scales: list[Annotated[int, Range(ge=100)]]   # interactions per scaled pretraining set (seeded user
+                                                  # sampling, nested; strictly increasing)
+    min_user_interactions: Annotated[int, Range(ge=3)]
+    vocab_size: Annotated[int, Range(ge=50)]   # BPE item-text vocabulary
+    max_title_tokens: PosInt
+    max_brand_tokens: PosInt
+    max_len: Annotated[int, Range(ge=2)]   # longest history fed to the model (SASRec: 50)
+    batch_rows: PosInt         # rows per streamed CSV batch
+    buckets: PosInt            # hash partitions of the ratings pool (bounded-memory grouping by user)
 
     def validate(self) -> None:
         for d in self.finetune_datasets:
@@ -75,28 +84,6 @@ class AmazonParams:
                 raise ConfigError(f"amazon.finetune_datasets: '{d}' is not one of {list(FINETUNE_DATASETS)}")
         if not self.scales or sorted(set(self.scales)) != list(self.scales):
             raise ConfigError(f"amazon.scales: {self.scales} must be non-empty, strictly increasing")
-        if self.scales[0] < 100:
-            raise ConfigError(f"amazon.scales: {self.scales[0]} is too small (>= 100 interactions)")
-        for key, v, lo in (("amazon.min_user_interactions", self.min_user_interactions, 3),
-                           ("amazon.vocab_size", self.vocab_size, 50),
-                           ("amazon.max_title_tokens", self.max_title_tokens, 1),
-                           ("amazon.max_brand_tokens", self.max_brand_tokens, 1),
-                           ("amazon.max_len", self.max_len, 2), ("amazon.batch_rows", self.batch_rows, 1),
-                           ("amazon.buckets", self.buckets, 1),
-                           ("amazon.synthetic.pool_users", self.synthetic.pool_users, 10),
-                           ("amazon.synthetic.beauty_users", self.synthetic.beauty_users, 10),
-                           ("amazon.synthetic.sports_users", self.synthetic.sports_users, 10),
-                           ("amazon.synthetic.items_per_cluster", self.synthetic.items_per_cluster, 2),
-                           ("amazon.synthetic.clusters_per_category", self.synthetic.clusters_per_category, 1)):
-            if v < lo:
-                raise ConfigError(f"{key}: {v} must be >= {lo}")
-        s = self.synthetic
-        for key, v in (("amazon.synthetic.stay", s.stay), ("amazon.synthetic.missing_meta", s.missing_meta),
-                       ("amazon.synthetic.short_users", s.short_users)):
-            if not 0.0 <= v < 1.0:
-                raise ConfigError(f"{key}: {v} is not in [0, 1)")
-        if s.mean_length < 5 or s.concentration <= 0:
-            raise ConfigError("amazon.synthetic.mean_length must be >= 5 and amazon.synthetic.concentration > 0")
         if self.source == "local":
             if not self.local.ratings or not self.local.metadata:
                 raise ConfigError("amazon.local.ratings: amazon.source=local needs ratings and metadata files")
@@ -109,23 +96,23 @@ class AmazonParams:
 class SrtSchedule:
     """pretrain.srt: the release's OneCycleLR settings (recipe srt only; pretraining and fine-tuning)."""
 
-    final_div_factor: float   # torch OneCycleLR: final lr = lr / div_factor / final_div_factor (release: 0.1)
-    base_momentum: float      # beta1 cycles between these, inverse to the lr (cycle_momentum; release: torch's)
-    max_momentum: float
+    final_div_factor: PosFloat   # torch OneCycleLR: final lr = lr / div_factor / final_div_factor (release: 0.1)
+    base_momentum: Share      # beta1 cycles between these, inverse to the lr (cycle_momentum; release: torch's)
+    max_momentum: Share       # >= base_momentum
 
 
 @dataclass(frozen=True)
 class SrtFinetune:
     """finetune.srt: the release's fine-tuning procedure (finetune.recipe srt only)."""
 
-    num_negatives: int        # from-scratch runs, per row (release from_scratch: 300); pretrained runs use
+    num_negatives: PosInt     # from-scratch runs, per row (release from_scratch: 300); pretrained runs use
                               # pretrain.num_negatives (the release reuses the pretraining config's)
-    epochs_per_layer: int     # progressive unfreezing: epochs per newly unfrozen top block (release: 10)
-    final_epochs: int         # then every weight (release: 50)
+    epochs_per_layer: NonNegInt   # progressive unfreezing: epochs per newly unfrozen top block (release: 10)
+    final_epochs: NonNegInt   # then every weight (release: 50); epochs_per_layer + final_epochs >= 1
     freeze_embeddings: bool   # token and position embeddings frozen while blocks unfreeze (release: true)
-    ewc_lambda: float         # EWC penalty weight, 0 = off (release: 100)
-    ewc_batches: int          # pretraining batches the Fisher is averaged over (release: 3000)
-    grad_accum: int           # optimiser steps every this many batches (release fine-tuning: 10)
+    ewc_lambda: Annotated[float, Range(ge=0, note="0 = off")]   # EWC penalty weight (release: 100)
+    ewc_batches: PosInt       # pretraining batches the Fisher is averaged over (release: 3000)
+    grad_accum: PosInt        # optimiser steps every this many batches (release fine-tuning: 10)
 
 
 @dataclass(frozen=True)
@@ -136,27 +123,28 @@ class PretrainParams:
 
     recipe: Literal["recdag", "srt"]   # architecture + pretraining procedure (README "Recipes: srt vs recdag")
     sizes: list[str]           # model sizes '<layers>x<hidden>'
-    heads: int
-    ffn_mult: int              # FFN inner width = ffn_mult x hidden
-    dropout: float
+    heads: PosInt              # must divide every size's hidden
+    ffn_mult: PosInt           # FFN inner width = ffn_mult x hidden
+    dropout: Share
     item_repr: Literal["text", "id"]
-    num_negatives: int         # popularity-sampled negatives per batch, shared by all positions
-    neg_alpha: float           # q(i) ~ count(i)^neg_alpha
+    num_negatives: PosInt      # popularity-sampled negatives per batch, shared by all positions
+    neg_alpha: NonNegFloat     # q(i) ~ count(i)^neg_alpha (0 = uniform)
     logq: bool                 # logQ correction of the sampled softmax
-    epochs: int
-    batch_size: int            # sequences per batch
-    lr: float                  # one-cycle peak learning rate (Adam)
-    weight_decay: float
-    clip_norm: float
-    warmup: float              # one-cycle: share of steps warming up
-    div_factor: float          # one-cycle: start lr = lr / div_factor
-    final_div_factor: float    # one-cycle: final lr = lr / div_factor / final_div_factor
-    patience: int
-    eval_negatives: int        # sampled protocol: target vs this many uniformly sampled negatives
-    eval_users: int            # users evaluated per split (0 = all)
+    epochs: PosInt
+    batch_size: PosInt         # sequences per batch
+    lr: PosFloat               # one-cycle peak learning rate (Adam)
+    weight_decay: NonNegFloat
+    clip_norm: Annotated[float, Range(ge=0, note="0 = off")]
+    warmup: OpenFrac           # one-cycle: share of steps warming up
+    div_factor: Annotated[float, Range(ge=1)]         # one-cycle: start lr = lr / div_factor
+    final_div_factor: Annotated[float, Range(ge=1)]   # one-cycle: final lr = lr / div_factor / final_div_factor
+    patience: PosInt
+    eval_negatives: PosInt     # sampled protocol: target vs this many uniformly sampled negatives
+    eval_users: Annotated[int, Range(ge=0, note="0 = all")]   # users evaluated per split (0 = all)
     srt: SrtSchedule
 
     def validate(self) -> None:
+        check_ranges(self, self.SECTION)             # a copy from pipeline.seqrec.study.with_recipe too
         if not self.sizes:
             raise ConfigError("pretrain.sizes: name at least one model size")
         for s in self.sizes:
@@ -166,15 +154,10 @@ class PretrainParams:
                                   f"({self.heads})")
         if len(set(self.sizes)) != len(self.sizes):
             raise ConfigError(f"pretrain.sizes: duplicate entries in {self.sizes}")
-        _common(self, "pretrain")
-        if self.eval_negatives < 1:
-            raise ConfigError(f"pretrain.eval_negatives: {self.eval_negatives} must be >= 1")
         m = self.srt
-        if m.final_div_factor <= 0:
-            raise ConfigError(f"pretrain.srt.final_div_factor: {m.final_div_factor} must be > 0")
-        if not 0.0 <= m.base_momentum <= m.max_momentum < 1.0:
-            raise ConfigError(f"pretrain.srt.base_momentum / max_momentum: {m.base_momentum} / {m.max_momentum} "
-                              "must satisfy 0 <= base <= max < 1")
+        if m.base_momentum > m.max_momentum:
+            raise ConfigError(f"pretrain.srt.base_momentum: {m.base_momentum} > pretrain.srt.max_momentum "
+                              f"{m.max_momentum} (must satisfy 0 <= base <= max < 1)")
 
 
 @dataclass(frozen=True)
@@ -185,53 +168,25 @@ class FinetuneParams:
 
     recipe: Literal["recdag", "srt"]   # fine-tuning procedure (the architecture is pretrain.recipe's)
     from_: Literal["scratch", "pretrained"] = field(metadata={"key": "from"})
-    init_scale: int            # the pretrained run to start from (and whose architecture scratch uses)
+    init_scale: PosInt         # the pretrained run to start from (one of amazon.scales; its architecture: scratch's)
     init_size: str
     item_repr: Literal["text", "id"]   # scratch only; pretrained always uses the pretrained (text) encoder
     loss: Literal["ce", "sampled"]     # ce: full softmax over the catalogue; sampled: pretrain's InfoNCE
-    epochs: int
-    batch_size: int
-    lr: float
-    patience: int
+    epochs: PosInt
+    batch_size: PosInt
+    lr: PosFloat
+    patience: PosInt
     mask_history: bool         # full ranking: a user's earlier items are not ranked (RecBole's full sort)
-    user_frac: float           # seeded share of the training users fine-tuned on (valid/test: every user)
+    user_frac: Annotated[float, Range(gt=0, le=1)]   # seeded share of the training users fine-tuned on
+                                                     # (valid/test: every user)
     srt: SrtFinetune
 
     def validate(self) -> None:
+        check_ranges(self, self.SECTION)             # with_recipe's user_frac (a study matrix value) too
         parse_size(self.init_size, "finetune.init_size")
-        if not 0.0 < self.user_frac <= 1.0:
-            raise ConfigError(f"finetune.user_frac: {self.user_frac} is not in (0, 1]")
         s = self.srt
-        for key, v, lo in (("num_negatives", s.num_negatives, 1), ("epochs_per_layer", s.epochs_per_layer, 0),
-                           ("final_epochs", s.final_epochs, 0), ("ewc_batches", s.ewc_batches, 1),
-                           ("grad_accum", s.grad_accum, 1)):
-            if v < lo:
-                raise ConfigError(f"finetune.srt.{key}: {v} must be >= {lo}")
         if s.epochs_per_layer + s.final_epochs < 1:
             raise ConfigError("finetune.srt.epochs_per_layer / final_epochs: the progressive schedule has no epoch")
-        if s.ewc_lambda < 0:
-            raise ConfigError(f"finetune.srt.ewc_lambda: {s.ewc_lambda} must be >= 0")
-        for key, v in (("finetune.epochs", self.epochs), ("finetune.batch_size", self.batch_size),
-                       ("finetune.patience", self.patience)):
-            if v < 1:
-                raise ConfigError(f"{key}: {v} must be >= 1")
-        if self.lr <= 0:
-            raise ConfigError(f"finetune.lr: {self.lr} must be > 0")
-
-
-def _common(p: PretrainParams, prefix: str) -> None:
-    for key, v in (("heads", p.heads), ("ffn_mult", p.ffn_mult), ("num_negatives", p.num_negatives),
-                   ("epochs", p.epochs), ("batch_size", p.batch_size), ("patience", p.patience)):
-        if v < 1:
-            raise ConfigError(f"{prefix}.{key}: {v} must be >= 1")
-    if not 0.0 <= p.dropout < 1.0:
-        raise ConfigError(f"{prefix}.dropout: {p.dropout} is not in [0, 1)")
-    if p.lr <= 0 or p.weight_decay < 0 or p.clip_norm < 0:
-        raise ConfigError(f"{prefix}.lr must be > 0, {prefix}.weight_decay and {prefix}.clip_norm >= 0")
-    if not 0.0 < p.warmup < 1.0:
-        raise ConfigError(f"{prefix}.warmup: {p.warmup} is not in (0, 1)")
-    if p.div_factor < 1 or p.final_div_factor < 1:
-        raise ConfigError(f"{prefix}.div_factor and {prefix}.final_div_factor must be >= 1")
 
 
 def pretrain_size(sizes: list[str], size: str) -> tuple[int, int]:

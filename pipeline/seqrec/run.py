@@ -13,18 +13,16 @@ InfoNCE, from pretrained through progressive unfreezing + EWC, each phase keepin
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.core.io import md5_file, write_json
+from pipeline.core.io import load_weights, md5_file, read_json, read_table, write_json
 from pipeline.core.optim import OneCycleAdam
 from pipeline.core.seeding import derive_seed, seed_everything
 from pipeline.core.seeding import rng
@@ -102,6 +100,9 @@ def item_tokens(ds: SeqDataset, tokenizer, max_title: int, max_brand: int) -> tu
         raise ConfigError(f"item_repr: the dataset {ds.name} has no item text (.item file); use item_repr: id")
     titles = [ds.meta[i].title if i in ds.meta else "" for i in ds.items]
     brands = [ds.meta[i].brand if i in ds.meta else "" for i in ds.items]
+    if not any(titles) and not any(brands):
+        raise ConfigError(f"item_repr: no item of the dataset {ds.name} has a title or brand, so a text item "
+                          "representation would see only padding; use item_repr: id with finetune.from: scratch")
     t, b, stats = tokenize_items(tokenizer, titles, brands, max_title, max_brand)
     pad = np.zeros((1, t.shape[1]), np.int32), np.zeros((1, b.shape[1]), np.int32)
     return (torch.from_numpy(np.vstack([pad[0], t])), torch.from_numpy(np.vstack([pad[1], b])), stats)
@@ -112,19 +113,19 @@ def load_oracle(oracle_dir: Path, ds: SeqDataset) -> Oracle | None:
     items_f, users_f, world_f = (oracle_dir / "items.parquet", oracle_dir / "users.parquet", oracle_dir / "world.json")
     if not (items_f.is_file() and users_f.is_file() and world_f.is_file()):
         return None
-    it = pq.read_table(items_f).to_pydict()
+    it = read_table(items_f).to_pydict()
     pos = {a: k for k, a in enumerate(it["asin"])}
     idx = np.asarray([pos.get(a, -1) for a in ds.items])
     if (idx < 0).any():
         return None
     cluster = np.concatenate([[0], np.asarray(it["cluster"])[idx]])
     p_within = np.concatenate([[0.0], np.asarray(it["p_within"], dtype=np.float64)[idx]])
-    ut = pq.read_table(users_f).to_pydict()
+    ut = read_table(users_f).to_pydict()
     upos = {u: k for k, u in enumerate(ut["user"])}
     if any(u not in upos for u in ds.users):
         return None
     pi = np.asarray([ut["pi"][upos[u]] for u in ds.users], dtype=np.float64)
-    stay = json.loads(world_f.read_text())["stay"]
+    stay = read_json(world_f)["stay"]
     return Oracle(cluster, p_within, pi, stay)
 
 
@@ -320,7 +321,7 @@ def train_and_evaluate(cfg: RunConfig, ds: SeqDataset, model: SASRec, *, checkpo
 
 def load_pretrained(model: SASRec, path: Path) -> dict:
     """Load a pretrained state_dict (weights only; the catalogue buffers are not in it)."""
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    state = load_weights(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(f"finetune.init_size: the pretrained checkpoint {path} does not fit this model "

@@ -11,14 +11,17 @@ On synthetic data the download stage also writes ``<scenario>.oracle.parquet`` (
 score any user/item pair, not only the logged ones).
 
 :func:`iter_log` streams the CSV in ``batch_rows`` batches (pyarrow), validating each: a wrong header,
-a non-integer or negative id, a non-binary flag or an out-of-range gender/age is a DataError naming the
-file, the 1-based line (header = line 1) and the field. Contiguity of users is checked by
+a row with the wrong number of fields, an empty, non-integer, negative or out-of-range value (ids, flags,
+category, counts), bytes that are not UTF-8, or a truncated ``.gz`` is a DataError naming the file, the
+1-based line (header = line 1) and the field. Accepted variants: ``<scenario>.csv.gz`` (gunzipped while
+streaming; :func:`find_log` picks it when the plain name is absent), a UTF-8 BOM, spaces around the header's
+names (values are read exactly as written), blank lines at the very end. Contiguity of users is checked by
 :class:`UserChunker`, which regroups the stream into batches of whole users.
 """
 
 from __future__ import annotations
 
-import re
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -30,18 +33,36 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import DataError
+from pipeline.core.io import input_stream, is_gz, open_text, read_first_line, reading
 
 COLUMNS = ["user_id", "item_id", "click", "follow", "like", "share", "video_category", "watching_times",
            "gender", "age"]
-INT_COLUMNS = [c for c in COLUMNS if c != "video_category"]
 BINARY = ("click", "follow", "like", "share")
 MISSING = "\\N"
 ORACLE_COLUMNS = ["p_click", "p_like_given_click"]
-_INT_RE = r"^-?[0-9]+$"
+IDS = ("user_id", "item_id")
+INT64_MAX = (1 << 63) - 1
+GZIP_EXPECTED = "a complete gzip stream of Tenrec's CSV"
 
 
 def csv_name(scenario: str) -> str:
     return f"{scenario}.csv"
+
+
+def find_log(folder: str | Path, scenario: str, expected: str | None = None) -> Path:
+    """``folder/<scenario>.csv``, or ``<scenario>.csv.gz`` when the plain file is absent; both present (which
+    one is meant?) or neither is a DataError."""
+    plain = Path(folder) / csv_name(scenario)
+    gz = plain.with_name(plain.name + ".gz")
+    if plain.exists() and gz.exists():
+        raise DataError(plain, f"both {plain} and {gz} are present",
+                        expected=f"only one of {plain.name} and {gz.name} (remove the other)")
+    if gz.exists() and not plain.exists():
+        plain = gz
+    if not plain.is_file():
+        raise DataError(plain, "not found",
+                        expected=expected or f"Tenrec's {csv_name(scenario)} (or {csv_name(scenario)}.gz)")
+    return plain
 
 
 def oracle_name(scenario: str) -> str:
@@ -72,11 +93,13 @@ class LogBatch:
 
 
 def read_header(path: Path) -> list[str]:
-    with open(path, "rb") as f:
-        line = f.readline().decode("utf-8", errors="replace").strip().lstrip("\ufeff")
-    if not line:
+    """The header's names, stripped of spaces and quotes (a BOM is skipped, ``.gz`` gunzipped)."""
+    line, _ = read_first_line(path)
+    if not line.strip():
         raise DataError(path, "empty file", row=1, expected=f"the header {','.join(COLUMNS)}")
-    return [c.strip().strip('"') for c in line.split(",")]
+    if "\ufffd" in line:
+        raise DataError(path, "header is not valid UTF-8 text", row=1, expected=",".join(COLUMNS))
+    return [c.strip().strip('"').strip() for c in line.split(",")]
 
 
 def check_header(path: Path) -> None:
@@ -90,37 +113,54 @@ def check_header(path: Path) -> None:
                         expected=",".join(COLUMNS))
 
 
-def _locate_bad_value(path: Path, batch: pa.RecordBatch, first_line: int) -> DataError:
-    """Slow path after a failed conversion: find the first row/field that is not an integer."""
-    for c in INT_COLUMNS:
-        col = batch.column(c)
-        ok = pc.match_substring_regex(col, _INT_RE)
-        bad = pc.invert(pc.fill_null(ok, False))
-        if pc.any(bad).as_py():
-            i = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
-            return DataError(path, f"not an integer: {col[i].as_py()!r}", row=first_line + i, field=c,
-                             expected="a non-negative integer")
-    cat = batch.column("video_category")
-    ok = pc.or_(pc.match_substring_regex(cat, _INT_RE), pc.equal(cat, MISSING))
-    bad = pc.invert(pc.fill_null(ok, False))
-    if pc.any(bad).as_py():
-        i = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
-        return DataError(path, f"not an integer: {cat[i].as_py()!r}", row=first_line + i, field="video_category",
-                         expected=f"an integer or {MISSING}")
-    return DataError(path, "could not parse the batch", row=first_line, expected="Tenrec's CSV format")
+def _value_error(path: Path, batch: pa.RecordBatch, i: int, c: str, first_line: int) -> DataError:
+    """Error path: the DataError for the value of field ``c`` on row ``i`` of ``batch`` (which failed the check)."""
+    raw = pc.cast(batch.column(c), pa.binary())[i].as_py()
+    expected = f"a non-negative integer or {MISSING}" if c == "video_category" else "a non-negative integer"
+    row = first_line + i
+    try:
+        v = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return DataError(path, f"not valid UTF-8 text: {raw!r} (byte 0x{raw[e.start]:02x})", row=row, field=c,
+                         expected=f"UTF-8 text, {expected}")
+    if v == "":
+        if all(batch.column(k)[i].as_py() == "" for k in COLUMNS):
+            return DataError(path, "empty line", row=row, expected=f"{len(COLUMNS)} fields")
+        return DataError(path, "empty value", row=row, field=c, expected=expected)
+    if v[:1] == "-" and v[1:].isascii() and v[1:].isdigit():
+        what = "negative id" if c in IDS else "negative value"
+        return DataError(path, f"{what} {v}", row=row, field=c, expected=expected)
+    if v.isascii() and v.isdigit():
+        return DataError(path, f"out of range: {v}", row=row, field=c, expected="an integer below 2^63")
+    return DataError(path, f"not an integer: {v!r}", row=row, field=c, expected=expected)
 
 
 def _convert(path: Path, batch: pa.RecordBatch, first_line: int) -> dict[str, np.ndarray]:
+    """The batch's columns as int64 (video_category: -1 = missing). Every value must be ASCII digits (the
+    category may be ``\\N``); the first offending value (earliest row, then leftmost field) is the error."""
+    first: tuple[int, int] | None = None
+    for k, c in enumerate(COLUMNS):
+        col = batch.column(c)
+        ok = pc.ascii_is_decimal(col)
+        if c == "video_category":
+            ok = pc.or_(ok, pc.equal(col, MISSING))
+        ok = pc.fill_null(ok, False)
+        if not pc.all(ok).as_py():
+            i = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
+            first = min(first, (i, k)) if first else (i, k)
+    if first:
+        raise _value_error(path, batch, first[0], COLUMNS[first[1]], first_line)
     cols = {}
-    try:
-        for c in INT_COLUMNS:
-            cols[c] = pc.cast(batch.column(c), pa.int64()).to_numpy(zero_copy_only=False)
-        cat = batch.column("video_category")
-        missing = pc.fill_null(pc.equal(cat, MISSING), True)
-        cat = pc.cast(pc.if_else(missing, pa.scalar("-1"), cat), pa.int64())
-        cols["video_category"] = cat.to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        raise _locate_bad_value(path, batch, first_line) from None
+    for c in COLUMNS:
+        col = batch.column(c)
+        if c == "video_category":
+            col = pc.if_else(pc.equal(col, MISSING), pa.scalar("-1"), col)
+        try:
+            cols[c] = pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):         # digits only, so: beyond int64
+            values = col.to_pylist()
+            i = next(j for j, v in enumerate(values) if int(v) > INT64_MAX)
+            raise _value_error(path, batch, i, c, first_line) from None
     _check_ranges(path, cols, first_line)
     return cols
 
@@ -130,28 +170,18 @@ def _first_bad(mask: np.ndarray) -> int:
 
 
 def _check_ranges(path: Path, cols: dict[str, np.ndarray], first_line: int) -> None:
-    for c in ("user_id", "item_id"):
-        bad = cols[c] < 0
-        if bad.any():
-            i = _first_bad(bad)
-            raise DataError(path, f"negative id {cols[c][i]}", row=first_line + i, field=c,
-                            expected="a non-negative integer")
+    """Value ranges (every value is already a non-negative integer: :func:`_convert`)."""
     for c in BINARY:
         bad = (cols[c] != 0) & (cols[c] != 1)
         if bad.any():
             i = _first_bad(bad)
             raise DataError(path, f"not binary: {cols[c][i]}", row=first_line + i, field=c, expected="0 or 1")
     for c, hi in (("gender", 2), ("age", 7)):
-        bad = (cols[c] < 0) | (cols[c] > hi)
+        bad = cols[c] > hi
         if bad.any():
             i = _first_bad(bad)
             raise DataError(path, f"out of range: {cols[c][i]}", row=first_line + i, field=c,
                             expected=f"0..{hi} (0 = missing)")
-    bad = cols["watching_times"] < 0
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataError(path, "negative watching_times", row=first_line + i, field="watching_times",
-                        expected=">= 0")
     bad = (cols["like"] == 1) & (cols["click"] == 0)
     if bad.any():
         i = _first_bad(bad)
@@ -159,12 +189,16 @@ def _check_ranges(path: Path, cols: dict[str, np.ndarray], first_line: int) -> N
                         expected="like = 1 only where click = 1")
 
 
+ORACLE_EXPECTED = "the oracle sidecar of the log, written by tenrec_download (run `dvc repro tenrec_download`)"
+
+
 def _oracle_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    pf = pq.ParquetFile(path, pre_buffer=False)
-    missing = [c for c in ORACLE_COLUMNS if c not in pf.schema_arrow.names]
-    if missing:
-        raise DataError(path, "missing column", field=missing[0], expected="the oracle sidecar of the log")
-    yield from pf.iter_batches(batch_size=1 << 16, columns=ORACLE_COLUMNS)
+    with reading(path, ORACLE_EXPECTED):
+        pf = pq.ParquetFile(path, pre_buffer=False)
+        missing = [c for c in ORACLE_COLUMNS if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(path, "missing column", field=missing[0], expected=ORACLE_EXPECTED)
+        yield from pf.iter_batches(batch_size=1 << 16, columns=ORACLE_COLUMNS)
 
 
 class _Aligned:
@@ -175,7 +209,8 @@ class _Aligned:
 
     def take(self, n: int, first_line: int) -> dict[str, np.ndarray]:
         while self.n < n:
-            b = next(self.it, None)
+            with reading(self.path, ORACLE_EXPECTED):
+                b = next(self.it, None)
             if b is None:
                 raise DataError(self.path, f"has fewer rows than the log (ends before log line {first_line + self.n})",
                                 expected="one row per log row")
@@ -188,41 +223,113 @@ class _Aligned:
         return {c: head.column(c).to_numpy().astype(np.float64) for c in ORACLE_COLUMNS}
 
     def finish(self) -> None:
-        if self.n or next(self.it, None) is not None:
+        with reading(self.path, ORACLE_EXPECTED):
+            more = self.n or next(self.it, None) is not None
+        if more:
             raise DataError(self.path, "has more rows than the log", expected="one row per log row")
 
 
+def _locate_field_count(path: Path) -> tuple[int, int] | None:
+    """Error path only: (1-based line, field count) of the first data row whose field count is not the
+    header's, rescanning the file in Python (blank lines are rows of empty values, as for the reader)."""
+    try:
+        with open_text(path, errors="replace") as f:
+            reader = csv.reader(f)
+            next(reader, None)
+            for fields in reader:
+                if fields and len(fields) != len(COLUMNS):
+                    return reader.line_num, len(fields)
+    except (OSError, EOFError, csv.Error, ValueError):
+        return None
+    return None
+
+
+def _read_error(path: Path, e: Exception, bad_rows: list) -> DataError:
+    """The DataError for an exception of the CSV reader (or of the gzip stream under it)."""
+    text = (str(e).splitlines() or [type(e).__name__])[0]
+    if bad_rows:
+        found = _locate_field_count(path)
+        n = found[1] if found else bad_rows[0].actual_columns
+        return DataError(path, f"row has {n} field{'s' if n != 1 else ''}", row=found[0] if found else None,
+                         expected=f"{len(COLUMNS)} fields as in the header")
+    if is_gz(path) and (isinstance(e, (OSError, EOFError))
+                        or any(w in text.lower() for w in ("compress", "gzip", "zlib", "inflate"))):
+        return DataError(path, f"not a readable gzip file ({text})", expected=GZIP_EXPECTED)
+    return DataError(path, f"malformed CSV ({text})", expected=f"Tenrec's CSV format, {len(COLUMNS)} fields per row")
+
+
+def _trailing_empty(batch: pa.RecordBatch) -> int:
+    """How many rows at the end of ``batch`` are blank lines (every field empty)."""
+    n = batch.num_rows
+    if batch.column(COLUMNS[0])[n - 1].as_py() != "":
+        return 0
+    empty = np.ones(n, bool)
+    for c in COLUMNS:
+        empty &= pc.equal(batch.column(c), "").to_numpy(zero_copy_only=False)
+    return n - int(np.flatnonzero(~empty)[-1]) - 1 if not empty.all() else n
+
+
+def _csv_batches(path: Path, block: int) -> Iterator[pa.RecordBatch]:
+    """The data rows (header skipped, its names checked by :func:`check_header`) as string batches, one row
+    per line after the header: blank lines are kept (as rows of empty values) so line numbers stay exact."""
+    bad_rows: list = []
+
+    def on_invalid(row):
+        bad_rows.append(row)
+        return "error"
+
+    stream = input_stream(path)
+    try:
+        try:
+            reader = pacsv.open_csv(
+                stream, read_options=pacsv.ReadOptions(block_size=block, skip_rows=1, column_names=COLUMNS),
+                parse_options=pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False,
+                                                 invalid_row_handler=on_invalid),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS},
+                                                     strings_can_be_null=False, quoted_strings_can_be_null=False,
+                                                     check_utf8=False))
+        except (pa.ArrowException, OSError, EOFError) as e:          # the first block is read on open
+            raise _read_error(path, e, bad_rows) from None
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError, EOFError) as e:
+                raise _read_error(path, e, bad_rows) from None
+            yield batch
+    finally:
+        stream.close()
+
+
 def iter_log(path: str | Path, batch_rows: int, oracle: str | Path | None = None) -> Iterator[LogBatch]:
-    """Stream and validate a Tenrec video log. Memory: one ``batch_rows`` batch (+ one oracle batch)."""
+    """Stream and validate a Tenrec video log (``.gz`` gunzipped on the fly). Memory: one ``batch_rows``
+    batch (+ one oracle batch)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "not found", expected=f"Tenrec's {path.name}")
     check_header(path)
     block = max(1 << 16, min(1 << 26, batch_rows * 48))
-    reader = pacsv.open_csv(
-        path, read_options=pacsv.ReadOptions(block_size=block),
-        parse_options=pacsv.ParseOptions(delimiter=","),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS},
-                                             strings_can_be_null=False, quoted_strings_can_be_null=False))
     aligned = _Aligned(Path(oracle), _oracle_batches(Path(oracle))) if oracle else None
-    line = 2
+    line = 2                                    # file line of the next row
+    blank_from = None                           # first line of a run of blank lines not yet followed by data
     seen = 0
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except pa.ArrowInvalid as e:
-            m = re.search(r"[Rr]ow #(\d+)", str(e))
-            raise DataError(path, f"malformed CSV: {str(e).splitlines()[0]}",
-                            row=int(m.group(1)) if m else None, expected=f"{len(COLUMNS)} fields per row") from None
-        if batch.num_rows == 0:
+    for batch in _csv_batches(path, block):
+        n = batch.num_rows
+        if n == 0:
             continue
-        cols = _convert(path, batch, line)
-        orc = aligned.take(batch.num_rows, line) if aligned else None
-        yield LogBatch(line, cols, orc)
-        line += batch.num_rows
-        seen += batch.num_rows
+        k = _trailing_empty(batch)
+        if k < n and blank_from is not None:     # blank lines, then data: a blank line inside the log
+            raise DataError(path, "empty line", row=blank_from, expected=f"{len(COLUMNS)} fields")
+        if k < n:
+            body = batch.slice(0, n - k) if k else batch
+            cols = _convert(path, body, line)
+            orc = aligned.take(body.num_rows, line) if aligned else None
+            yield LogBatch(line, cols, orc)
+            seen += body.num_rows
+        if k:
+            blank_from = blank_from or line + n - k
+        line += n
     if seen == 0:
         raise DataError(path, "no data rows (header only)", row=2, expected="at least one row")
     if aligned:

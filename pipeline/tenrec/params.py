@@ -4,43 +4,41 @@ validation protocol), ``ranking_eval`` (what only tenrec_evaluate reads) and ``e
 stage). Sections follow the stages, so a stage declares whole sections and a key that only one stage reads
 re-runs only that stage.
 
-No defaults here: params.yaml holds them (with a comment per key). ``validate`` raises ConfigError naming
-the key; :data:`CHECKS` are the cross-section checks (``load_stage(..., checks=CHECKS)``), each run when a
+No defaults here: params.yaml holds them (with a comment per key). Valid ranges are declared on the
+fields (checked when params.yaml is parsed); ``validate`` makes the checks a range cannot, raising ConfigError
+naming the key; :data:`CHECKS` are the cross-section checks (``load_stage(..., checks=CHECKS)``), each run when a
 stage loads all of its sections.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.params import (
+    Decay, NonNegFloat, NonNegInt, OpenFrac, PosFloat, PosInt, Range, UserPath,
+)
 
-
-def _positive(key: str, value) -> None:
-    if value < 1:
-        raise ConfigError(f"{key}: {value} must be >= 1")
-
-
-def _unit(key: str, value: float, *, closed_low: bool = True) -> None:
-    ok = (0.0 <= value < 1.0) if closed_low else (0.0 < value < 1.0)
-    if not ok:
-        raise ConfigError(f"{key}: {value} is not in {'[0' if closed_low else '(0'}, 1)")
+ClipNorm = Annotated[float, Range(ge=0, note="0 = off")]                     # global grad-norm clipping
+Dropout = Annotated[float, Range(ge=0, lt=1)]
+CheckpointEvery = Annotated[int, Range(ge=0, note="0 = only at evaluations")]  # resume points (steps)
+EvalUsers = Annotated[int, Range(ge=0, note="0 = all")]
 
 
 @dataclass(frozen=True)
 class TenrecSynthetic:
     """The embedded Tenrec-like world (pipeline.tenrec.synthetic)."""
 
-    users: int
-    items: int
-    rows: int                  # exposures + clicks in the log
-    categories: int            # video_category values (a share of items has `\N`)
-    rank: int                  # rank of the planted user/item factors
-    mean_ctr: float            # mean p(click) over the logged exposures
-    like_rate: float           # mean p(like | click)
-    missing_category: float    # share of items whose video_category is `\N`
-    signal: float              # scale of the factor term in the click logit (oracle sharpness)
+    users: Annotated[int, Range(ge=10)]
+    items: Annotated[int, Range(ge=200)]
+    rows: PosInt               # exposures + clicks in the log (>= 10 x users)
+    categories: PosInt         # video_category values (a share of items has `\N`)
+    rank: PosInt               # rank of the planted user/item factors
+    mean_ctr: OpenFrac         # mean p(click) over the logged exposures
+    like_rate: OpenFrac        # mean p(like | click)
+    missing_category: Annotated[float, Range(ge=0, lt=1)]   # share of items whose video_category is `\N`
+    signal: PosFloat           # scale of the factor term in the click logit (oracle sharpness)
 
 
 @dataclass(frozen=True)
@@ -49,75 +47,46 @@ class TenrecParams:
 
     source: Literal["synthetic", "local"]
     scenario: Literal["QB-video", "QK-video"]
-    local_dir: str
-    batch_rows: int
-    history_len: int           # gen_ctr.py: hist_1..hist_<history_len> (Tenrec: 10)
-    min_clicks: int            # users with fewer clicks are train-only in the sequence view
+    local_dir: UserPath
+    batch_rows: PosInt
+    history_len: PosInt        # gen_ctr.py: hist_1..hist_<history_len> (Tenrec: 10)
+    min_clicks: Annotated[int, Range(ge=3, note="a train, a valid and a test click")]
+                               # users with fewer clicks are train-only in the sequence view
     synthetic: TenrecSynthetic
 
     def validate(self) -> None:
-        _positive("tenrec.batch_rows", self.batch_rows)
-        _positive("tenrec.history_len", self.history_len)
-        if self.min_clicks < 3:
-            raise ConfigError(f"tenrec.min_clicks: {self.min_clicks} must be >= 3 (train, valid and test click)")
         if self.source == "local" and not self.local_dir:
             raise ConfigError("tenrec.local_dir: must be set when tenrec.source is 'local'")
         s = self.synthetic
-        for key, v in (("users", s.users), ("items", s.items), ("categories", s.categories), ("rank", s.rank)):
-            _positive(f"tenrec.synthetic.{key}", v)
-        if s.users < 10 or s.items < 200:
-            raise ConfigError("tenrec.synthetic.users/items: the world needs >= 10 users and >= 200 items")
         if s.rows < 10 * s.users:
-            raise ConfigError(f"tenrec.synthetic.rows: {s.rows} must be >= 10 x tenrec.synthetic.users")
-        _unit("tenrec.synthetic.mean_ctr", s.mean_ctr, closed_low=False)
-        _unit("tenrec.synthetic.like_rate", s.like_rate, closed_low=False)
-        _unit("tenrec.synthetic.missing_category", s.missing_category)
-        if s.signal <= 0:
-            raise ConfigError(f"tenrec.synthetic.signal: {s.signal} must be > 0")
+            raise ConfigError(f"tenrec.synthetic.rows: {s.rows} must be >= 10 x tenrec.synthetic.users ({s.users})")
 
 
 @dataclass(frozen=True)
 class RetrievalParams:
     SECTION: ClassVar[str] = "retrieval"
 
-    embedding_dim: int
-    hidden_units: list[int]          # tower MLPs (both towers), before the output projection
-    history_len: int                 # most recent clicks pooled by the user tower
-    temperature: float
-    num_negatives: int               # shared sampled negatives per batch (the seed: 127)
+    embedding_dim: PosInt
+    hidden_units: list[PosInt]       # tower MLPs (both towers), before the output projection
+    history_len: PosInt              # most recent clicks pooled by the user tower
+    temperature: PosFloat
+    num_negatives: PosInt            # shared sampled negatives per batch (the seed: 127)
     sampler: Literal["uniform", "popularity"]
-    alpha: float                     # popularity sampler: q(i) ∝ count(i)^alpha
+    alpha: NonNegFloat               # popularity sampler: q(i) ∝ count(i)^alpha (0 = uniform)
     logq_correction: bool
     mask_accidental_hits: bool
     exclude_history: bool            # do not retrieve items the user already clicked in train
-    monitor_k: int                   # early stopping follows exact valid Recall@monitor_k
-    eval_users: int                  # seeded subset of valid users for that evaluation (0 = all)
-    lr: float
-    clip_norm: float                 # global grad-norm clipping (0 = off)
-    epochs: int
-    batch_size: int
-    patience: int
-    lr_decay: float
-    min_lr: float
-    checkpoint_every_steps: int
-    eval_batch_size: int
-
-    def validate(self) -> None:
-        for key in ("embedding_dim", "history_len", "num_negatives", "monitor_k", "epochs", "batch_size", "patience",
-                    "eval_batch_size"):
-            _positive(f"retrieval.{key}", getattr(self, key))
-        for i, h in enumerate(self.hidden_units):
-            _positive(f"retrieval.hidden_units[{i}]", h)
-        if self.temperature <= 0:
-            raise ConfigError(f"retrieval.temperature: {self.temperature} must be > 0")
-        if self.eval_users < 0:
-            raise ConfigError(f"retrieval.eval_users: {self.eval_users} must be >= 0")
-        if self.alpha < 0:
-            raise ConfigError(f"retrieval.alpha: {self.alpha} must be >= 0")
-        if self.lr <= 0:
-            raise ConfigError(f"retrieval.lr: {self.lr} must be > 0")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"retrieval.lr_decay: {self.lr_decay} is not in (0, 1]")
+    monitor_k: PosInt                # early stopping follows exact valid Recall@monitor_k
+    eval_users: EvalUsers            # seeded subset of valid users for that evaluation (0 = all)
+    lr: PosFloat
+    clip_norm: ClipNorm              # global grad-norm clipping (0 = off)
+    epochs: PosInt
+    batch_size: PosInt
+    patience: PosInt
+    lr_decay: Decay
+    min_lr: NonNegFloat
+    checkpoint_every_steps: CheckpointEvery
+    eval_batch_size: PosInt
 
 
 @dataclass(frozen=True)
@@ -125,30 +94,25 @@ class AnnParams:
     SECTION: ClassVar[str] = "ann"
 
     index: Literal["flat", "hnsw", "ivfpq"]
-    top_k: int                       # candidates per evaluation user
-    recall_at: list[int]             # Recall@k of the held-out click
-    hnsw_m: int
-    hnsw_ef_construction: int
-    hnsw_ef_search: int
-    ivf_nlist: int
-    ivf_nprobe: int
-    pq_m: int                        # sub-quantizers (must divide retrieval.embedding_dim)
-    pq_nbits: int
-    threads: int
+    top_k: PosInt                    # candidates per evaluation user
+    recall_at: list[PosInt]          # Recall@k of the held-out click (each <= top_k)
+    hnsw_m: PosInt
+    hnsw_ef_construction: PosInt
+    hnsw_ef_search: PosInt
+    ivf_nlist: PosInt
+    ivf_nprobe: PosInt               # <= ivf_nlist
+    pq_m: PosInt                     # sub-quantizers (must divide retrieval.embedding_dim)
+    pq_nbits: Annotated[int, Range(ge=1, le=16)]
+    threads: PosInt
 
     def validate(self) -> None:
-        for key in ("top_k", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe",
-                    "pq_m", "pq_nbits", "threads"):
-            _positive(f"ann.{key}", getattr(self, key))
         if not self.recall_at:
             raise ConfigError("ann.recall_at: must list at least one k")
         for i, k in enumerate(self.recall_at):
-            if not 1 <= k <= self.top_k:
+            if k > self.top_k:
                 raise ConfigError(f"ann.recall_at[{i}]: {k} is not in [1, ann.top_k={self.top_k}]")
         if self.ivf_nprobe > self.ivf_nlist:
             raise ConfigError(f"ann.ivf_nprobe: {self.ivf_nprobe} > ann.ivf_nlist {self.ivf_nlist}")
-        if self.pq_nbits > 16:
-            raise ConfigError(f"ann.pq_nbits: {self.pq_nbits} must be <= 16")
 
 
 @dataclass(frozen=True)
@@ -158,47 +122,35 @@ class RankingParams:
     SECTION: ClassVar[str] = "ranking"
 
     encoder: Literal["fastformer", "transformer"]
-    embedding_dim: int
-    num_layers: int                  # the seed: 12; the embedded default is small
-    num_heads: int
-    ffn_dim: int
-    dropout: float
-    max_len: int                     # most recent clicks before the target
+    embedding_dim: PosInt
+    num_layers: PosInt               # the seed: 12; the embedded default is small
+    num_heads: PosInt                # must divide embedding_dim
+    ffn_dim: PosInt
+    dropout: Dropout
+    max_len: PosInt                  # most recent clicks before the target
     gradient_checkpointing: bool
-    targets_per_user: int            # the last N train clicks of each user are training targets (0 = all)
-    negatives_per_positive: int
+    targets_per_user: Annotated[int, Range(ge=0, note="0 = all")]   # the last N train clicks of each user
+    negatives_per_positive: NonNegInt   # 0 = positives only (no sampled negatives)
     negative_source: Literal["uniform", "exposures", "mixed"]
-    like_weight: float               # task weight of the like BCE
-    like_pos_weight: float           # positive-class weight of the (rare) like labels
-    lr: float
-    clip_norm: float
-    epochs: int
-    batch_size: int
-    patience: int
-    lr_decay: float
-    min_lr: float
-    checkpoint_every_steps: int
-    eval_batch_size: int
-    eval_users: int                  # users evaluated (valid during training, test in evaluate); 0 = all
-    sampled_negatives: int           # protocol sampled_<1 + this>: the seed's 127
-    ndcg_k: int                      # NDCG@ndcg_k (the early-stopping monitor)
+    like_weight: NonNegFloat         # task weight of the like BCE (0 = click only)
+    like_pos_weight: PosFloat        # positive-class weight of the (rare) like labels
+    lr: PosFloat
+    clip_norm: ClipNorm
+    epochs: PosInt
+    batch_size: PosInt
+    patience: PosInt
+    lr_decay: Decay
+    min_lr: NonNegFloat
+    checkpoint_every_steps: CheckpointEvery
+    eval_batch_size: PosInt
+    eval_users: EvalUsers            # users evaluated (valid during training, test in evaluate); 0 = all
+    sampled_negatives: PosInt        # protocol sampled_<1 + this>: the seed's 127
+    ndcg_k: PosInt                   # NDCG@ndcg_k (the early-stopping monitor)
 
     def validate(self) -> None:
-        for key in ("embedding_dim", "num_layers", "num_heads", "ffn_dim", "max_len", "epochs", "batch_size",
-                    "patience", "eval_batch_size", "sampled_negatives", "ndcg_k"):
-            _positive(f"ranking.{key}", getattr(self, key))
         if self.embedding_dim % self.num_heads:
             raise ConfigError(f"ranking.num_heads: {self.num_heads} does not divide ranking.embedding_dim "
                               f"{self.embedding_dim}")
-        _unit("ranking.dropout", self.dropout)
-        if self.targets_per_user < 0 or self.negatives_per_positive < 0 or self.eval_users < 0:
-            raise ConfigError("ranking.targets_per_user / negatives_per_positive / eval_users must be >= 0")
-        if self.like_weight < 0 or self.like_pos_weight <= 0:
-            raise ConfigError("ranking.like_weight must be >= 0 and ranking.like_pos_weight > 0")
-        if self.lr <= 0:
-            raise ConfigError(f"ranking.lr: {self.lr} must be > 0")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"ranking.lr_decay: {self.lr_decay} is not in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -207,10 +159,7 @@ class RankingEvalParams:
 
     SECTION: ClassVar[str] = "ranking_eval"
 
-    rerank_k: int                    # protocol retrieved_top_k: the first rerank_k ANN candidates (<= ann.top_k)
-
-    def validate(self) -> None:
-        _positive("ranking_eval.rerank_k", self.rerank_k)
+    rerank_k: PosInt                 # protocol retrieved_top_k: the first rerank_k ANN candidates (<= ann.top_k)
 
 
 @dataclass(frozen=True)
@@ -220,13 +169,11 @@ class EncoderScalingParams:
 
     SECTION: ClassVar[str] = "encoder_scaling"
 
-    lengths: list[int]
+    lengths: list[PosInt]
 
     def validate(self) -> None:
         if not self.lengths:
             raise ConfigError("encoder_scaling.lengths: must list at least one length")
-        for i, n in enumerate(self.lengths):
-            _positive(f"encoder_scaling.lengths[{i}]", n)
 
 
 SECTIONS = (TenrecParams, RetrievalParams, AnnParams, RankingParams, RankingEvalParams, EncoderScalingParams)

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline.core.errors import DataError
+from pipeline.core.io import read_table
 from pipeline.tenrec.formats import UserChunker, iter_log
 
 log = logging.getLogger(__name__)
@@ -240,11 +242,19 @@ class Sequences:
         return int(self.item_category.max()) if len(self.item_category) else 0
 
 
+SEQ_COLUMNS = ["user", "user_id", "gender", "age", "clicks", "likes", "exposures", "exposure_clicks_before"]
+ITEM_COLUMNS = ["item", "item_id", "category", "train_clicks"]
+PREPARED_EXPECTED = "the output of tenrec_prepare (run `dvc repro tenrec_prepare`)"
+
+
 def load_sequences(prepared: Path) -> Sequences:
-    t = pq.read_table(prepared / SEQ_FILE)
+    """The sequence view and the item table written by :func:`prepare`; a missing, truncated or inconsistent
+    file is a DataError naming it."""
+    seq_path, items_path = Path(prepared) / SEQ_FILE, Path(prepared) / ITEMS_FILE
+    t = read_table(seq_path, SEQ_COLUMNS, expected=PREPARED_EXPECTED)
     order = np.argsort(t.column("user").to_numpy())
     if not np.array_equal(t.column("user").to_numpy()[order], np.arange(t.num_rows)):
-        raise ValueError("sequences.parquet: user codes are not 0..n-1")
+        raise DataError(seq_path, "user codes are not 0..n-1", field="user", expected=PREPARED_EXPECTED)
     t = t.take(pa.array(order))
 
     def ragged(name):
@@ -255,8 +265,15 @@ def load_sequences(prepared: Path) -> Sequences:
     _, likes = ragged("likes")
     expo_off, exposures = ragged("exposures")
     _, before = ragged("exposure_clicks_before")
-    it = pq.read_table(prepared / ITEMS_FILE)
+    it = read_table(items_path, ITEM_COLUMNS, expected=PREPARED_EXPECTED)
     n_items = it.num_rows
+    codes = it.column("item").to_numpy()
+    if not np.array_equal(np.sort(codes), np.arange(1, n_items + 1)):
+        raise DataError(items_path, "item codes are not 1..n", field="item", expected=PREPARED_EXPECTED)
+    for name, values in (("clicks", clicks), ("exposures", exposures)):
+        if len(values) and (values.min() < 1 or values.max() > n_items):
+            raise DataError(seq_path, f"item codes outside 1..{n_items} (the items in {ITEMS_FILE})", field=name,
+                            expected=PREPARED_EXPECTED)
     cat = np.zeros(n_items + 1, np.int64)
     cat[it.column("item").to_numpy()] = it.column("category").to_numpy()
     cnt = np.zeros(n_items + 1, np.int64)

@@ -52,7 +52,7 @@ from torch import nn
 
 from pipeline.core.data import TensorData
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.core.io import read_json
+from pipeline.core.io import load_weights, read_json
 from pipeline.core.seeding import rng, seed_everything
 from pipeline.core.train import LoopState, Task
 from pipeline.tenrec.fastformer import Encoder
@@ -389,7 +389,7 @@ def curve_keys(rp) -> tuple[str, ...]:
 def load_ranker(s: Sequences, rp, path) -> Ranker:
     """The ranker of ``rp`` with train_ranking's weights (``model.pt``, a state_dict), in eval mode."""
     model = build_ranker(s, rp)
-    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    model.load_state_dict(load_weights(path))
     return model.eval()
 
 
@@ -567,7 +567,7 @@ def load_ranker_dir(model_dir, s: Sequences) -> Ranker:
                             f"{have}", field=key, expected="the prepared data the model was trained on")
     try:
         model = Ranker(item_category=torch.from_numpy(s.item_category), **cfg)
-        model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+        model.load_state_dict(load_weights(weights))
     except (RuntimeError, KeyError, ValueError, AssertionError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(weights, f"does not load into the ranker of {cfg_file.name} ({first})",

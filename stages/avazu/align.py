@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.core.io import atomic_outputs, write_json
+from pipeline.core.io import atomic_outputs, read_table, write_json
 from pipeline.core.params import load_stage
 from pipeline.ctr.params import AvazuParams
 from pipeline.ctr.schema import load_layouts
@@ -42,7 +42,7 @@ def align(params: str = ParamsOpt) -> None:
             rows = {sp: al.apply_alignment(alignment, path, d / s / f"{sp}.parquet", split=sp,
                                            batch_rows=a.batch_rows) for sp, path in files[s].items()}
             truth = RAW / s / ALIGNMENT_TRUTH
-            reports[s] = dict(alignment.report(pq.read_table(truth) if truth.is_file() else None), written=rows)
+            reports[s] = dict(alignment.report(read_table(truth) if truth.is_file() else None), written=rows)
             del alignment                             # its per-row codes are not held while the next source aligns
         report = al.stage_report(reports, enabled=bool(todo), sources=list(a.sources), align=a.align)
         write_json(d / "meta.json", {"aligned": todo})

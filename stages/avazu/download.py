@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.core.io import atomic_outputs, write_json
@@ -12,7 +13,7 @@ from pipeline.ctr.schema import load_layouts
 from stages.avazu.common import RAW, ParamsOpt
 
 PARAMS = ("seed", "avazu.source", "avazu.sources", "avazu.local_dir", "avazu.hf_revision", "avazu.layouts",
-          "avazu.synthetic")
+          "avazu.synthetic", "avazu.verify_md5")
 
 
 def download(params: str = ParamsOpt) -> None:
@@ -27,7 +28,8 @@ def download(params: str = ParamsOpt) -> None:
             manifest = dl.fetch_synthetic(a.sources, layouts, raw, rows=s.rows, seed=p.seed,
                                           mean_ctr=s.mean_ctr, rank=s.rank, temperature=s.temperature)
         elif a.source == "hf":
-            manifest = dl.fetch_hf(a.sources, layouts, raw, a.hf_revision)
+            manifest = dl.fetch_hf(a.sources, layouts, raw, a.hf_revision, verify=a.verify_md5)
         else:
-            manifest = dl.fetch_local(a.sources, layouts, Path(a.local_dir), raw)
+            manifest = dl.fetch_local(a.sources, layouts, Path(os.path.expanduser(a.local_dir)), raw,
+                                      verify=a.verify_md5)
         write_json(raw / "manifest.json", {"source": a.source, "sources": manifest})

@@ -11,7 +11,7 @@ from pipeline.ctr.params import AvazuParams
 from pipeline.ctr.schema import load_layouts
 from stages.avazu.common import NORMALIZED, RAW, ParamsOpt, need_source
 
-PARAMS = ("avazu.sources", "avazu.layouts", "avazu.batch_rows")
+PARAMS = ("avazu.sources", "avazu.layouts", "avazu.batch_rows", "avazu.out_of_window")
 
 
 def normalize(source: str = typer.Argument(..., help="x1 | x2 | x4"), params: str = ParamsOpt) -> None:
@@ -21,5 +21,6 @@ def normalize(source: str = typer.Argument(..., help="x1 | x2 | x4"), params: st
     layouts = load_layouts(a.layouts)
     with atomic_outputs() as out:
         d = out.dir(NORMALIZED / source)
-        stats = normalize_source(RAW / source, layouts[source], layouts.fields, d, a.batch_rows)
+        stats = normalize_source(RAW / source, layouts[source], layouts.fields, d, a.batch_rows,
+                                 out_of_window=a.out_of_window)
         write_json(d / "meta.json", {"source": source, "splits": stats})

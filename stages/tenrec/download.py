@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
-from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_outputs, md5_file, write_json
 from pipeline.core.params import load_stage
 from pipeline.tenrec import formats
@@ -18,7 +16,8 @@ PARAMS = ("seed", "tenrec.source", "tenrec.scenario", "tenrec.local_dir", "tenre
 
 def download(params: str = ParamsOpt) -> None:
     """Write the synthetic world (``tenrec.source: synthetic``) or link ``tenrec.local_dir``'s
-    <scenario>.csv (``local``; Tenrec is a manual download under CC BY-NC 4.0) into data/tenrec/raw."""
+    <scenario>.csv or <scenario>.csv.gz (``local``; Tenrec is a manual download under CC BY-NC 4.0) into
+    data/tenrec/raw, under its own name (prepare reads either)."""
     from pipeline.tenrec.synthetic import generate
 
     p = load_stage(params, PARAMS, (TenrecParams,))
@@ -33,10 +32,10 @@ def download(params: str = ParamsOpt) -> None:
                              signal=s.signal, seed=p.seed, scenario=t.scenario)
             origin = {"source": "synthetic", "stats": stats}
         else:
-            src = Path(t.local_dir) / name
-            if not src.is_file():
-                raise DataError(src, "not found", expected=f"{name} from the Tenrec download in tenrec.local_dir")
+            src = formats.find_log(t.local_dir, t.scenario,
+                                   expected=f"{name} (or {name}.gz) from the Tenrec download in tenrec.local_dir")
             formats.check_header(src)
+            name = src.name
             try:
                 os.link(src, raw / name)
             except OSError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.core.io import atomic_outputs, read_json, write_json
+from pipeline.core.io import atomic_outputs, json_field, read_json, write_json
 from pipeline.core.params import load_stage
 from pipeline.tenrec import formats
 from pipeline.tenrec.params import TenrecParams
@@ -18,17 +18,20 @@ PARAMS = ("tenrec.scenario", "tenrec.batch_rows", "tenrec.history_len", "tenrec.
 
 
 def prepare(params: str = ParamsOpt) -> None:
-    """data/tenrec/raw/<scenario>.csv -> data/tenrec/prepared/{ctr,sequences,items}.parquet + report."""
+    """data/tenrec/raw/<scenario>.csv (or .csv.gz) -> data/tenrec/prepared/{ctr,sequences,items}.parquet +
+    report."""
     p = load_stage(params, PARAMS, (TenrecParams,))
     t = p.tenrec
     manifest = read_json(RAW / "manifest.json")
+    source = json_field(manifest, "source", RAW / "manifest.json", str)
+    log_path = formats.find_log(RAW, t.scenario)
     oracle = RAW / formats.oracle_name(t.scenario)
     with atomic_outputs() as out:
         d = out.dir(PREPARED)
-        stats = run_prepare(RAW / formats.csv_name(t.scenario), d, batch_rows=t.batch_rows,
+        stats = run_prepare(log_path, d, batch_rows=t.batch_rows,
                             history_len=t.history_len, min_clicks=t.min_clicks,
                             oracle_path=oracle if oracle.is_file() else None)
-        write_json(d / "meta.json", {**stats, "source": manifest["source"], "scenario": t.scenario})
+        write_json(d / "meta.json", {**stats, "source": source, "scenario": t.scenario})
         report = {"dataset": dataset_name(t.scenario, stats["synthetic"]), "split": "all rows",
                   "protocol": "gen_ctr view (Tenrec's official gen_ctr.py) + leave-last-out sequences",
                   **{k: v for k, v in stats.items() if k != "category_ids"}}
