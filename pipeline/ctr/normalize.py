@@ -87,6 +87,14 @@ def check_header(path: Path, header: list[str], layout: Layout) -> TimeSpec:
                     expected=f"only the Avazu_{layout.name} columns {', '.join(expected)}")
 
 
+# pyarrow's message for a row with the wrong field count. No Python ``invalid_row_handler`` is given to the
+# reader to catch that row: pyarrow's C++ reader would own the callable, the last reference to the reader can
+# be dropped on one of pyarrow's worker threads, and a worker that needs the GIL while the interpreter is
+# finalising is ended by pthread_exit inside a noexcept destructor -> std::terminate ("terminate called
+# without an active exception", ~1 % of runs, after the outputs were committed). The error path rescans.
+_FIELD_COUNT = re.compile(r"Expected (?P<expected>[0-9]+) columns, got (?P<got>[0-9]+)")
+
+
 def _locate_bad_row(path: Path, n_fields: int) -> int | None:
     """Error path only: the 1-based line of the first row whose field count differs from the header's."""
     try:
@@ -334,19 +342,14 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
     tstate = _TimeState(time, csv_path, out_of_window) if time.kind == "datetime" else None
     needed = [layout.label, *layout.columns, *time.columns]
     block = block_size
-    bad_rows: list = []
-
-    def on_invalid(row):
-        bad_rows.append(row)
-        return "error"
 
     def parse_error(e: Exception, rows_done: int) -> DataError:
-        if bad_rows:
-            r = bad_rows[0]
-            line = r.number if r.number is not None else _locate_bad_row(csv_path, len(header))
-            return DataError(csv_path, f"row has {r.actual_columns} fields", row=line,
-                             expected=f"{r.expected_columns} fields as in the header")
         text = (str(e).splitlines() or [type(e).__name__])[0]
+        counts = _FIELD_COUNT.search(text)
+        if counts:                                        # a row with the wrong number of fields
+            line = _locate_bad_row(csv_path, len(header))
+            return DataError(csv_path, f"row has {counts['got']} fields", row=line,
+                             expected=f"{counts['expected']} fields as in the header")
         if "invalid UTF8" in text:
             where = _locate_bad_utf8(csv_path, header, needed)
             if where is not None:
@@ -365,7 +368,6 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
             stream,
             # the header's stripped names (BOM, spaces after the commas) replace pyarrow's reading of it
             read_options=pacsv.ReadOptions(block_size=block, column_names=header, skip_rows=1),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
                                                  include_columns=needed, strings_can_be_null=False,
                                                  quoted_strings_can_be_null=False))

@@ -22,6 +22,7 @@ names (values are read exactly as written), blank lines at the very end. Contigu
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -244,12 +245,20 @@ def _locate_field_count(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _read_error(path: Path, e: Exception, bad_rows: list) -> DataError:
+# pyarrow's message for a row with the wrong field count. No Python ``invalid_row_handler`` is passed to the
+# reader: its C++ side would own the callable, the reader's last reference can be dropped on a pyarrow worker
+# thread during interpreter shutdown, and that thread's GIL request then ends in std::terminate ("terminate
+# called without an active exception", ~1 % of runs; see pipeline/ctr/normalize.py). The error path rescans.
+_FIELD_COUNT = re.compile(r"Expected (?P<expected>[0-9]+) columns, got (?P<got>[0-9]+)")
+
+
+def _read_error(path: Path, e: Exception) -> DataError:
     """The DataError for an exception of the CSV reader (or of the gzip stream under it)."""
     text = (str(e).splitlines() or [type(e).__name__])[0]
-    if bad_rows:
+    counts = _FIELD_COUNT.search(text)
+    if counts:
         found = _locate_field_count(path)
-        n = found[1] if found else bad_rows[0].actual_columns
+        n = found[1] if found else int(counts["got"])
         return DataError(path, f"row has {n} field{'s' if n != 1 else ''}", row=found[0] if found else None,
                          expected=f"{len(COLUMNS)} fields as in the header")
     if is_gz(path) and (isinstance(e, (OSError, EOFError))
@@ -272,31 +281,24 @@ def _trailing_empty(batch: pa.RecordBatch) -> int:
 def _csv_batches(path: Path, block: int) -> Iterator[pa.RecordBatch]:
     """The data rows (header skipped, its names checked by :func:`check_header`) as string batches, one row
     per line after the header: blank lines are kept (as rows of empty values) so line numbers stay exact."""
-    bad_rows: list = []
-
-    def on_invalid(row):
-        bad_rows.append(row)
-        return "error"
-
     stream = input_stream(path)
     try:
         try:
             reader = pacsv.open_csv(
                 stream, read_options=pacsv.ReadOptions(block_size=block, skip_rows=1, column_names=COLUMNS),
-                parse_options=pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False,
-                                                 invalid_row_handler=on_invalid),
+                parse_options=pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS},
                                                      strings_can_be_null=False, quoted_strings_can_be_null=False,
                                                      check_utf8=False))
         except (pa.ArrowException, OSError, EOFError) as e:          # the first block is read on open
-            raise _read_error(path, e, bad_rows) from None
+            raise _read_error(path, e) from None
         while True:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
             except (pa.ArrowException, OSError, EOFError) as e:
-                raise _read_error(path, e, bad_rows) from None
+                raise _read_error(path, e) from None
             yield batch
     finally:
         stream.close()
