@@ -54,9 +54,9 @@ from pipeline.core.data import TensorData
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.io import load_weights, read_json
 from pipeline.core.seeding import rng, seed_everything
-from pipeline.core.train import LoopState, Task
+from pipeline.core.train import LoopState, Task, dist_info
 from pipeline.tenrec.fastformer import Encoder
-from pipeline.tenrec.loop import best_valid, trainer as loop_trainer
+from pipeline.tenrec.loop import best_valid, gather_rows, shard_range, trainer as loop_trainer
 from pipeline.tenrec.metrics import beside_oracle, protocol_metrics
 from pipeline.tenrec.prepare import Sequences, Split, clicked_sets, histories
 
@@ -282,25 +282,37 @@ class CandidateScores:
 
 
 @torch.no_grad()
-def score_candidates(model: Ranker, cs: CandidateSet, batch_rows: int) -> CandidateScores:
-    """Logits and probabilities [U, C] of every candidate, in flat batches of ~``batch_rows`` (user, item)
-    rows; eval mode for the pass, the model's mode restored after."""
+def score_candidates(model: Ranker, cs: CandidateSet, batch_rows: int, lo: int = 0,
+                     hi: int | None = None) -> CandidateScores:
+    """Logits and probabilities [hi - lo, C] of the candidates of users ``lo:hi`` (all by default), in flat
+    batches of ~``batch_rows`` (user, item) rows; eval mode for the pass, the model's mode restored after."""
     was = model.training
     model.eval()
     u, c = cs.items.shape
-    out = CandidateScores(*(np.empty((u, c), np.float32) for _ in range(4)))
+    hi = u if hi is None else hi
+    out = CandidateScores(*(np.empty((hi - lo, c), np.float32) for _ in range(4)))
     per = max(1, batch_rows // c)
-    for a in range(0, u, per):
-        b = min(u, a + per)
+    for a in range(lo, hi, per):
+        b = min(hi, a + per)
         x = cs.user_x[a:b].repeat_interleave(c, 0).clone()
         x[:, TARGET] = cs.items[a:b].reshape(-1).to(x.dtype)
         z = model(x).float()
         p = torch.sigmoid(z).view(b - a, c, 2).numpy()
         z = z.view(b - a, c, 2).numpy()
-        out.logit_click[a:b], out.logit_like[a:b] = z[..., 0], z[..., 1]
-        out.p_click[a:b], out.p_like[a:b] = p[..., 0], p[..., 1]
+        r = slice(a - lo, b - lo)
+        out.logit_click[r], out.logit_like[r] = z[..., 0], z[..., 1]
+        out.p_click[r], out.p_like[r] = p[..., 0], p[..., 1]
     model.train(was)
     return out
+
+
+def score_candidates_sharded(model: Ranker, cs: CandidateSet, batch_rows: int) -> CandidateScores:
+    """:func:`score_candidates` of all users; under torchrun each rank scores its shard and every rank
+    gets the gathered whole."""
+    lo, hi = shard_range(cs.items.shape[0], *dist_info())
+    part = score_candidates(model, cs, batch_rows, lo, hi)
+    return CandidateScores(*(gather_rows(getattr(part, f)) for f in
+                             ("logit_click", "logit_like", "p_click", "p_like")))
 
 
 def oracle_scores(world, s: Sequences, cs: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
@@ -319,7 +331,7 @@ def candidate_metrics(sc: CandidateScores, cs: CandidateSet, k: int) -> dict:
 
 
 def evaluate_candidates(model: Ranker, cs: CandidateSet, k: int, batch_rows: int) -> dict:
-    return candidate_metrics(score_candidates(model, cs, batch_rows), cs, k)
+    return candidate_metrics(score_candidates_sharded(model, cs, batch_rows), cs, k)
 
 
 class RankingTask(Task):

@@ -31,8 +31,8 @@ from torch import nn
 from pipeline.core.data import TensorData
 from pipeline.core.ranking import MISSED, rank_from_counts, rank_metrics
 from pipeline.core.seeding import rng, seed_everything
-from pipeline.core.train import LoopState, Task
-from pipeline.tenrec.loop import best_valid, trainer as loop_trainer
+from pipeline.core.train import LoopState, Task, dist_info
+from pipeline.tenrec.loop import best_valid, gather_rows, shard_range, trainer as loop_trainer
 from pipeline.tenrec.metrics import beside_oracle
 from pipeline.tenrec.prepare import Sequences, Split, clicked_sets, histories
 
@@ -72,6 +72,11 @@ class TwoTower(nn.Module):
 
     def embedding_parameters(self) -> list[torch.Tensor]:
         return [e.weight for e in (self.user_emb, self.item_emb, self.cat_emb, self.gender_emb, self.age_emb)]
+
+    def forward(self, x: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user vectors of ``x``, item vectors of ``items``): the training step's one call, so that under
+        torchrun it goes through DistributedDataParallel's forward (which arms the gradient all-reduce)."""
+        return self.user_vec(x), self.item_vec(items)
 
     def user_vec(self, x: torch.Tensor) -> torch.Tensor:
         x = x.long()
@@ -173,22 +178,25 @@ def query_set(s: Sequences, split: Split, which: str, history_len: int, exclude_
 
 
 @torch.no_grad()
-def user_vectors(model: TwoTower, q: QuerySet, batch: int) -> torch.Tensor:
-    return torch.cat([model.user_vec(q.x[a:a + batch]) for a in range(0, len(q), batch)])
+def user_vectors(model: TwoTower, q: QuerySet, batch: int, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+    """User vectors of the queries ``lo:hi`` (all by default)."""
+    hi = len(q) if hi is None else hi
+    return torch.cat([model.user_vec(q.x[a:min(hi, a + batch)]) for a in range(lo, hi, batch)]
+                     or [torch.zeros(0, model.config["embedding_dim"])])
 
 
 @torch.no_grad()
-def catalogue_ranks(scores_fn, q: QuerySet, n: int, batch: int = 2048) -> np.ndarray:
+def catalogue_ranks(scores_fn, q: QuerySet, n: int, batch: int = 2048, start: int = 0) -> np.ndarray:
     """0-based rank of each query's held-out item among all items (padding and excluded items removed),
     from ``scores_fn(a, b) -> [b - a, n_items + 1]``, under the one tie rule (pipeline.core.ranking): items
     scoring strictly higher plus the other items scoring the same. A held-out item that is itself excluded
     (a re-click of an earlier click) cannot be retrieved: -1 (missed). A streaming count, cheaper than a
-    top-k."""
-    ranks = np.empty(n, np.int64)
+    top-k. ``start``: rank only the queries ``start:n`` (one rank's shard under torchrun)."""
+    ranks = np.empty(n - start, np.int64)
     order = np.argsort(q.mask_rows, kind="stable")
     rows, items = q.mask_rows[order], q.mask_items[order]
     tgt = torch.from_numpy(q.target)
-    for a in range(0, n, batch):
+    for a in range(start, n, batch):
         b = min(n, a + batch)
         scores = scores_fn(a, b)
         scores[:, 0] = float("-inf")
@@ -197,7 +205,7 @@ def catalogue_ranks(scores_fn, q: QuerySet, n: int, batch: int = 2048) -> np.nda
             scores[torch.from_numpy(rows[lo:hi] - a), torch.from_numpy(items[lo:hi])] = float("-inf")
         t = scores.gather(1, tgt[a:b, None])
         r = rank_from_counts((scores > t).sum(1).numpy(), (scores == t).sum(1).numpy() - 1)
-        ranks[a:b] = np.where(torch.isneginf(t[:, 0]).numpy(), MISSED, r)
+        ranks[a - start:b - start] = np.where(torch.isneginf(t[:, 0]).numpy(), MISSED, r)
     return ranks
 
 
@@ -213,21 +221,22 @@ class RetrievalTask(Task):
         self.monitor = f"recall@{monitor_k}"
 
     def loss(self, model, x, y):
-        m = model.module if hasattr(model, "module") else model
         target = x[:, TARGET].long()
-        neg_ids = self.sampler.sample(self.k)
-        u = m.user_vec(x)
-        items = m.item_vec(torch.cat([target, neg_ids]))
+        neg_ids = self.sampler.sample(self.k)          # every rank draws the same K (same seed, same steps)
+        u, items = model(x, torch.cat([target, neg_ids]))
         logits = sampled_softmax_logits(u, items[:len(target)], items[len(target):], target, neg_ids,
                                         temperature=self.tau, log_q=self.sampler.log_q if self.logq else None,
                                         mask_accidental_hits=self.mask_hits)
         return sampled_softmax_loss(logits)
 
     def evaluate(self, trainer, data: QuerySet) -> dict:
+        """Under torchrun each rank ranks its contiguous shard of the queries; the ranks are gathered."""
         m = trainer.raw_model
-        uv = user_vectors(m, data, self.eval_batch)
+        lo, hi = shard_range(len(data), *dist_info())
+        uv = user_vectors(m, data, self.eval_batch, lo, hi)
         iv = m.all_item_vecs()
-        return rank_metrics(catalogue_ranks(lambda a, b: uv[a:b] @ iv.T, data, len(data)), recall=self.ks)
+        ranks = gather_rows(catalogue_ranks(lambda a, b: uv[a - lo:b - lo] @ iv.T, data, hi, start=lo))
+        return rank_metrics(ranks, recall=self.ks)
 
 
 def oracle_ranks(world, s: Sequences, q: QuerySet) -> np.ndarray:

@@ -20,7 +20,7 @@ def train_ranking(params: str = ParamsOpt) -> None:
     the sampled protocol; write the model and the training curve."""
     import torch
 
-    from pipeline.core.train import resumable
+    from pipeline.core.train import init_distributed, resumable
     from pipeline.tenrec import ranking as rk
     from pipeline.tenrec.loop import curve
     from pipeline.tenrec.prepare import SEQ_FILE, load_sequences, split_users
@@ -31,9 +31,13 @@ def train_ranking(params: str = ParamsOpt) -> None:
     s = load_sequences(PREPARED)
     split = split_users(s, p.tenrec.min_clicks)
     dataset, synthetic = prepared_dataset(read_json(PREPARED / "meta.json"))
-    with resumable(CKPT, "tenrec-ranking", p.seed, p.tenrec.min_clicks, rp, md5_file(PREPARED / SEQ_FILE)) as ckpt:
+    rank, world = init_distributed()          # torchrun: every rank trains on its shard, rank 0 writes
+    with resumable(CKPT, "tenrec-ranking", p.seed, p.tenrec.min_clicks, rp, md5_file(PREPARED / SEQ_FILE),
+                   world) as ckpt:
         t0 = time.time()
         fit = rk.fit_ranking(s, split, rp, seed=p.seed, checkpoint_dir=ckpt, tb_dir=TB / f"ranking-{rp.encoder}")
+        if rank != 0:
+            return
         report = rk.ranking_train_report(fit, rp, dataset=dataset, synthetic=synthetic,
                                          wall_seconds=time.time() - t0)
         with atomic_outputs() as out:

@@ -21,7 +21,7 @@ def train_retrieval(params: str = ParamsOpt) -> None:
     import numpy as np
     import torch
 
-    from pipeline.core.train import resumable
+    from pipeline.core.train import init_distributed, resumable
     from pipeline.tenrec import retrieval as rt
     from pipeline.tenrec.loop import curve
     from pipeline.tenrec.prepare import SEQ_FILE, load_sequences, split_users
@@ -34,10 +34,14 @@ def train_retrieval(params: str = ParamsOpt) -> None:
     split = split_users(s, p.tenrec.min_clicks)
     dataset, _ = prepared_dataset(read_json(PREPARED / "meta.json"))
     world = load_world(RAW)
-    with resumable(CKPT, "tenrec-retrieval", p.seed, p.tenrec.min_clicks, rp, md5_file(PREPARED / SEQ_FILE)) as ckpt:
+    rank, ranks = init_distributed()          # torchrun: every rank trains on its shard, rank 0 writes
+    with resumable(CKPT, "tenrec-retrieval", p.seed, p.tenrec.min_clicks, rp, md5_file(PREPARED / SEQ_FILE),
+                   ranks) as ckpt:
         t0 = time.time()
         fit = rt.fit_retrieval(s, split, rp, seed=p.seed, checkpoint_dir=ckpt, tb_dir=TB / "retrieval")
         wall = time.time() - t0
+        if rank != 0:                         # the one-off test evaluation and the files: rank 0 alone
+            return
         test, items, tq = rt.evaluate_test(fit, s, world, rp.eval_batch_size)
         report = rt.retrieval_report(fit, s, split, rp, test, dataset=dataset, synthetic=world is not None,
                                      wall_seconds=wall)
