@@ -14,11 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pipeline.core.dist import gather_rows, shard_range
 from pipeline.core.params import load_all
 from pipeline.tenrec import ranking as rk
 from pipeline.tenrec import retrieval as rt
 from pipeline.tenrec.formats import oracle_name
-from pipeline.tenrec.loop import gather_rows, shard_range
 from pipeline.tenrec.params import CHECKS, SECTIONS
 from pipeline.tenrec.prepare import load_sequences, prepare, split_users
 from pipeline.tenrec.synthetic import generate

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.dist import rank_world
 from pipeline.core.io import load_weights, md5_file, read_json, read_table, write_json
 from pipeline.core.optim import OneCycleAdam
 from pipeline.core.seeding import derive_seed, seed_everything
@@ -298,7 +299,8 @@ def train_and_evaluate(cfg: RunConfig, ds: SeqDataset, model: SASRec, *, checkpo
         if cfg.phases:
             set_trainable(model, ph.freeze_embeddings, ph.top_blocks)
         params = [p for p in model.parameters() if p.requires_grad]
-        rule = make_rule(cfg, params, ph.epochs, train.steps_per_epoch(cfg.batch_size))
+        world = rank_world()[1]                                   # torchrun: each rank takes batch_size / world
+        rule = make_rule(cfg, params, ph.epochs, train.steps_per_epoch(max(1, cfg.batch_size // world), world))
         loop = LoopConfig(epochs=ph.epochs, batch_size=cfg.batch_size, patience=cfg.patience, lr_decay=1.0,
                           min_lr=0.0, checkpoint_every_steps=50, seed=cfg.seed + k, max_steps=max_steps)
         one = len(phases) == 1
@@ -441,7 +443,8 @@ def finetune_runs(pt: PretrainParams, f: FinetuneParams, *, seed: int, dataset: 
         if pretrained is not None and cfg.ewc_lambda > 0:
             penalty = fit_ewc(cfg, load_recbole_dataset(pretrain_folder), tok, max_title, max_brand, pretrained)
         ckpt = checkpoints.enter_context(resumable(ckpt_root, f"{ckpt_name}-{variant}", cfg, variant,
-                                                   md5_file(pretrained) if pretrained else "", *data_md5))
+                                                   md5_file(pretrained) if pretrained else "", *data_md5,
+                                                   rank_world()[1]))
         res = train_and_evaluate(cfg, ds, model, checkpoint_dir=ckpt, oracle=oracle, penalty=penalty,
                                  tb_dir=None if tb_root is None else tb_root / f"{dataset}-{variant}")
         results[variant] = {**res, "item_repr": cfg.item_repr, "init": init_name if pretrained else None,

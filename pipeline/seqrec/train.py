@@ -37,9 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from pipeline.core.data import TensorData
+from pipeline.core.dist import gather_rows, my_shard, rank_world
 from pipeline.core.ranking import rank_metrics, target_ranks
 from pipeline.core.seeding import rng
 from pipeline.core.train import Task
@@ -231,6 +233,15 @@ class SeqRecTask(Task):
 
     def loss(self, model, x, y):
         out = self._loss(model, x, y)
+        _, world = rank_world()
+        if world > 1:
+            # a rank's loss is the mean over its own positions, and DDP averages the ranks' gradients: weigh
+            # each rank by its share of the global batch's positions, so the step is the one-process step
+            # (the mean over every position of the global batch), whatever the ranks' position counts
+            n = torch.tensor([float(self._positions)], device=out.device)
+            total = n.clone()
+            dist.all_reduce(total)
+            out = out * (n * world / total.clamp_min(1.0))[0]
         if self.penalty is not None:
             out = out + self.penalty(getattr(model, "module", model))
         return out
@@ -244,6 +255,7 @@ class SeqRecTask(Task):
         else:
             h = model(inp)[mask]
         pos = tgt[mask]
+        self._positions = len(pos)
         if self.loss_name == "ce":
             raw = getattr(model, "module", model)
             logits = h @ raw.all_item_vectors().T
@@ -314,12 +326,14 @@ class SeqRecTask(Task):
         return data._candidates
 
     def _evaluate(self, model, data: EvalSet, with_oracle: bool) -> dict:
+        """Under torchrun each rank ranks a contiguous shard of the users; the ranks are gathered."""
         vecs = model.all_item_vectors()                            # [N + 1, d]
         ranks, oranks = [], []
         sampled = self.protocol != "full_ranking"
         cands = self._candidates(data) if sampled else None
-        for i in range(0, len(data), self.eval_batch):
-            sl = slice(i, i + self.eval_batch)
+        lo, hi = my_shard(len(data))
+        for i in range(lo, hi, self.eval_batch):
+            sl = slice(i, min(hi, i + self.eval_batch))
             h = last_hidden(model, data.hist[sl]) if self.pack else model(data.hist[sl])[:, -1]   # [b, d]
             if sampled:                                            # score the catalogue, keep the candidates
                 c = cands[sl]
@@ -336,12 +350,13 @@ class SeqRecTask(Task):
                 ranks.append(target_ranks(scores, data.target[sl]))
             if with_oracle and self.oracle is not None:
                 oranks.append(self._oracle_ranks(data, sl, cands[sl] if sampled else None))
-        out = split_metrics(np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64))
+        none = np.zeros(0, dtype=np.int64)
+        out = split_metrics(gather_rows(np.concatenate(ranks) if ranks else none))
         out["users"] = len(data)
         if sampled:
             out["min_candidates"] = int((cands != 0).sum(1).min()) if len(cands) else 0
-        if oranks:
-            out.update(split_metrics(np.concatenate(oranks), prefix="oracle_"))
+        if with_oracle and self.oracle is not None and len(data):
+            out.update(split_metrics(gather_rows(np.concatenate(oranks) if oranks else none), prefix="oracle_"))
         return out
 
     def _oracle_ranks(self, data: EvalSet, sl: slice, cands) -> np.ndarray:

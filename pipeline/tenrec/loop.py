@@ -1,37 +1,15 @@
 """Glue between the Tenrec params and the one training loop (pipeline.core.train): the run config, the
-step rule and the Trainer of a ``retrieval`` / ``ranking`` section, what the stages report of a run, and
-the sharding / gathering of an evaluation under torchrun (each rank scores a contiguous shard of the users,
-:func:`gather_rows` puts the shards back in order on every rank)."""
+step rule and the Trainer of a ``retrieval`` / ``ranking`` section, and what the stages report of a run.
+(Under torchrun the evaluations shard their users with pipeline.core.dist.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch.distributed as dist
 from torch import nn
 
 from pipeline.core.optim import PlainAdam
-from pipeline.core.train import LoopConfig, LoopState, Task, Trainer, dist_info
-
-
-def shard_range(n: int, rank: int = 0, world: int = 1) -> tuple[int, int]:
-    """The contiguous rows ``[lo, hi)`` of ``n`` that rank ``rank`` of ``world`` evaluates (sizes differ by
-    at most one; all of them for one process)."""
-    per, extra = divmod(n, world)
-    lo = rank * per + min(rank, extra)
-    return lo, lo + per + (1 if rank < extra else 0)
-
-
-def gather_rows(part: np.ndarray) -> np.ndarray:
-    """Every rank's ``part`` (its :func:`shard_range` rows), concatenated in rank order on every rank; the
-    array itself without a process group."""
-    rank, world = dist_info()
-    if world == 1:
-        return part
-    parts: list = [None] * world
-    dist.all_gather_object(parts, part)
-    return np.concatenate(parts)
+from pipeline.core.train import LoopConfig, LoopState, Task, Trainer
 
 
 def loop_config(section, seed: int, max_steps: int = 0) -> LoopConfig:

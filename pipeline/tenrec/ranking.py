@@ -54,9 +54,10 @@ from pipeline.core.data import TensorData
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.io import load_weights, read_json
 from pipeline.core.seeding import rng, seed_everything
-from pipeline.core.train import LoopState, Task, dist_info
+from pipeline.core.dist import gather_rows, my_shard
+from pipeline.core.train import LoopState, Task
 from pipeline.tenrec.fastformer import Encoder
-from pipeline.tenrec.loop import best_valid, gather_rows, shard_range, trainer as loop_trainer
+from pipeline.tenrec.loop import best_valid, trainer as loop_trainer
 from pipeline.tenrec.metrics import beside_oracle, protocol_metrics
 from pipeline.tenrec.prepare import Sequences, Split, clicked_sets, histories
 
@@ -309,7 +310,7 @@ def score_candidates(model: Ranker, cs: CandidateSet, batch_rows: int, lo: int =
 def score_candidates_sharded(model: Ranker, cs: CandidateSet, batch_rows: int) -> CandidateScores:
     """:func:`score_candidates` of all users; under torchrun each rank scores its shard and every rank
     gets the gathered whole."""
-    lo, hi = shard_range(cs.items.shape[0], *dist_info())
+    lo, hi = my_shard(cs.items.shape[0])
     part = score_candidates(model, cs, batch_rows, lo, hi)
     return CandidateScores(*(gather_rows(getattr(part, f)) for f in
                              ("logit_click", "logit_like", "p_click", "p_like")))

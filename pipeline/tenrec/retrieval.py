@@ -31,8 +31,9 @@ from torch import nn
 from pipeline.core.data import TensorData
 from pipeline.core.ranking import MISSED, rank_from_counts, rank_metrics
 from pipeline.core.seeding import rng, seed_everything
-from pipeline.core.train import LoopState, Task, dist_info
-from pipeline.tenrec.loop import best_valid, gather_rows, shard_range, trainer as loop_trainer
+from pipeline.core.dist import gather_rows, my_shard
+from pipeline.core.train import LoopState, Task
+from pipeline.tenrec.loop import best_valid, trainer as loop_trainer
 from pipeline.tenrec.metrics import beside_oracle
 from pipeline.tenrec.prepare import Sequences, Split, clicked_sets, histories
 
@@ -232,7 +233,7 @@ class RetrievalTask(Task):
     def evaluate(self, trainer, data: QuerySet) -> dict:
         """Under torchrun each rank ranks its contiguous shard of the queries; the ranks are gathered."""
         m = trainer.raw_model
-        lo, hi = shard_range(len(data), *dist_info())
+        lo, hi = my_shard(len(data))
         uv = user_vectors(m, data, self.eval_batch, lo, hi)
         iv = m.all_item_vecs()
         ranks = gather_rows(catalogue_ranks(lambda a, b: uv[a - lo:b - lo] @ iv.T, data, hi, start=lo))

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_outputs, write_json
 from pipeline.core.params import load_stage
+from pipeline.core.train import init_distributed
 from pipeline.seqrec import etl
 from pipeline.seqrec import run as rn
 from pipeline.seqrec.params import CHECKS, AmazonParams, FinetuneParams, PretrainParams, run_name
@@ -32,6 +33,7 @@ def finetune(dataset: str, params: str = ParamsOpt) -> None:
     if dataset not in a.finetune_datasets:
         raise ConfigError(f"amazon.finetune_datasets: '{dataset}' is not listed ({a.finetune_datasets})")
     init = run_name(f.init_scale, f.init_size)
+    rank, _ = init_distributed()              # torchrun: every rank trains on its shard, rank 0 writes
     with ExitStack() as checkpoints:
         r = rn.finetune_runs(pt, f, seed=p.seed, dataset=dataset, max_len=a.max_len, max_title=a.max_title_tokens,
                              max_brand=a.max_brand_tokens, folder=FINETUNE_SETS / etl.finetune_name(dataset),
@@ -40,6 +42,8 @@ def finetune(dataset: str, params: str = ParamsOpt) -> None:
                              oracle_dir=ORACLE, checkpoints=checkpoints, ckpt_root=MODELS / ".ckpt",
                              ckpt_name=f"finetune-{dataset}", tb_root=TB / "finetune")
         model, cfg = r["models"][f.from_]
+        if rank != 0:
+            return
         with atomic_outputs() as out:
             rn.save_model(out.dir(MODELS / "finetune" / dataset), model, rn.finetune_model_config(
                 model, cfg, r["ds"], from_=f.from_, vocab_size=r["tok"].get_vocab_size()))

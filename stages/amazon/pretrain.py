@@ -7,7 +7,7 @@ import logging
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_outputs, write_json
 from pipeline.core.params import load_stage
-from pipeline.core.train import resumable
+from pipeline.core.train import init_distributed, resumable
 from pipeline.seqrec import etl
 from pipeline.seqrec import run as rn
 from pipeline.seqrec.params import AmazonParams, PretrainParams, run_name
@@ -28,9 +28,12 @@ def pretrain(scale: int, size: str, params: str = ParamsOpt) -> None:
     kw = dict(seed=p.seed, scale=scale, size=size, max_len=a.max_len, max_title=a.max_title_tokens,
               max_brand=a.max_brand_tokens, folder=PRETRAIN_SETS / etl.pretrain_name(scale),
               tok_file=TOKENIZER / "tokenizer.json")
-    with resumable(MODELS / ".ckpt", f"pretrain-{name}", *rn.pretrain_key(pt, **kw)) as ckpt:
+    rank, world = init_distributed()          # torchrun: every rank trains on its shard, rank 0 writes
+    with resumable(MODELS / ".ckpt", f"pretrain-{name}", *rn.pretrain_key(pt, **kw), world) as ckpt:
         model, cfg, report, extra = rn.pretrain_run(pt, **kw, oracle_dir=ORACLE, checkpoint_dir=ckpt,
                                                     tb_dir=TB / "pretrain" / name)
+        if rank != 0:
+            return
         with atomic_outputs() as out:
             rn.save_model(out.dir(MODELS / "pretrain" / name), model, rn.pretrain_model_config(
                 model, cfg, vocab_size=extra["vocab_size"], trained_on=extra["trained_on"]))
