@@ -127,6 +127,23 @@ def measure(step, device, *, steps: int, warmup: int, max_seconds: float) -> dic
 # ------------------------------------------------------------------------------------------------ workloads
 
 
+def bce_step(model, rule, batch_fn):
+    """One training step of a CTR-style model through its step rule: ``batch_fn() -> (x, y)``."""
+    import torch.nn.functional as F
+
+    def step():
+        x, y = batch_fn()
+
+        def closure():
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            loss.backward()
+            return loss.detach()
+
+        rule.step(x, closure)
+
+    return step
+
+
 def _vocab_sizes(fields: int, rows: int) -> list[int]:
     """A skewed split of ``rows`` embedding rows over ``fields`` (a few huge fields, many small ones, as in
     Avazu: device_ip / device_id / site_id dominate)."""
@@ -137,7 +154,6 @@ def _vocab_sizes(fields: int, rows: int) -> list[int]:
 
 def run_deepfm(sh: dict, device, a) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from pipeline.core.optim import PlainAdam
     from pipeline.ctr.models import build_model
@@ -153,42 +169,23 @@ def run_deepfm(sh: dict, device, a) -> dict:
     g = torch.Generator(device=device).manual_seed(1)
     batch = sh["batch"]
 
-    def step():
+    def batch_fn():
         x = (torch.rand(batch, len(sizes), generator=g, device=device) * high).long().clamp_max(high - 1)
-        y = (torch.rand(batch, generator=g, device=device) < 0.17).float()
+        return x, (torch.rand(batch, generator=g, device=device) < 0.17).float()
 
-        def closure():
-            loss = F.binary_cross_entropy_with_logits(model(x), y)
-            loss.backward()
-            return loss.detach()
-
-        rule.step(x, closure)
-
-    r = measure(step, device, steps=a.steps, warmup=a.warmup, max_seconds=a.max_seconds)
+    r = measure(bce_step(model, rule, batch_fn), device, steps=a.steps, warmup=a.warmup, max_seconds=a.max_seconds)
     return {**r, "batch": batch, "dtype": "float32", "params": sum(p.numel() for p in model.parameters()),
             "shape": f"24 fields, {sum(sizes):,} rows x {sh['dim']}, MLP {sh['hidden']}"}
 
 
 def _llm(sh: dict, device, dtype):
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from bench.llm_ctr import QWEN3_06B, random_frozen_qwen3
 
-    from bench.llm_ctr import QWEN3_06B
-
-    cfg = Qwen3Config(**(QWEN3_06B if sh["llm"] == "qwen3-0.6b" else TINY_QWEN))
-    torch.manual_seed(0)
-    with torch.device(device):
-        llm = Qwen3ForCausalLM(cfg).to(dtype)
-    llm.config._attn_implementation = "sdpa"
-    llm.eval()
-    for q in llm.parameters():
-        q.requires_grad_(False)
-    return llm
+    return random_frozen_qwen3(QWEN3_06B if sh["llm"] == "qwen3-0.6b" else TINY_QWEN, device, dtype)
 
 
 def run_llm_ctr(sh: dict, device, a) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from bench.llm_ctr import _baseline, _bundle_from_model
     from pipeline.core.optim import PlainAdam
@@ -207,18 +204,11 @@ def run_llm_ctr(sh: dict, device, a) -> dict:
         rule = PlainAdam([], model.trainable_parameters(), lr_embed=1e-3, lr_net=1e-3, clip_norm=10.0)
         g = torch.Generator().manual_seed(1)
 
-        def step():
+        def batch_fn():
             x = torch.randint(1, vocab, (batch, sh["fields"]), generator=g, dtype=torch.int32)
-            y = (torch.rand(batch, generator=g) < 0.2).float().to(model.device)
+            return x, (torch.rand(batch, generator=g) < 0.2).float().to(model.device)
 
-            def closure():
-                loss = F.binary_cross_entropy_with_logits(model(x), y)
-                loss.backward()
-                return loss.detach()
-
-            rule.step(x, closure)
-
-        r = measure(step, device, steps=a.steps, warmup=a.warmup, max_seconds=a.max_seconds)
+        r = measure(bce_step(model, rule, batch_fn), device, steps=a.steps, warmup=a.warmup, max_seconds=a.max_seconds)
         out.update({f"{k}_{'cache' if cache else 'nocache'}": v for k, v in r.items()})
         del model, rule
         if device.type == "cuda":

@@ -40,6 +40,21 @@ QWEN3_06B = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, nu
                  rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})
 
 
+def random_frozen_qwen3(config: dict, device, dtype):
+    """A randomly initialised (seed 0), frozen, eval-mode Qwen3 causal LM of ``config``'s shapes (SDPA)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        llm = Qwen3ForCausalLM(Qwen3Config(**config)).to(dtype)
+    llm.config._attn_implementation = "sdpa"
+    llm.eval()
+    for q in llm.parameters():
+        q.requires_grad_(False)
+    return llm
+
+
 def _params():
     import yaml
 
@@ -142,21 +157,13 @@ def child_qwen06b(args) -> None:
     """A random Qwen3-0.6B-shaped model: one small-batch training step with and without the cache (CPU),
     or a few bf16 phase-1 steps on CUDA."""
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from pipeline.ctr import llm as L
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg = Qwen3Config(**QWEN3_06B)
     t0 = time.perf_counter()
-    torch.manual_seed(0)
-    with torch.device(device):
-        llm = Qwen3ForCausalLM(cfg).to(dtype)
-    llm.config._attn_implementation = "sdpa"
-    llm.eval()
-    for q in llm.parameters():
-        q.requires_grad_(False)
+    llm = random_frozen_qwen3(QWEN3_06B, device, dtype)
     build_s = time.perf_counter() - t0
     fields, dim, vocab = 24, 16, 1000
     bundle = _bundle_from_model(llm, args.prompt_tokens)

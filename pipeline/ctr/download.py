@@ -28,7 +28,7 @@ from typing import Callable
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import check_compression, is_gz, md5_file
-from pipeline.ctr.schema import Layouts
+from pipeline.ctr.schema import Layouts, split_file
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +166,10 @@ def _find_source_dir(root: Path, source: str) -> Path:
 
 
 def _local_split(sdir: Path, source: str, split: str) -> Path:
-    """``sdir/<split>.csv`` or ``sdir/<split>.csv.gz`` (exactly one of them)."""
-    plain, gz = sdir / f"{split}.csv", sdir / f"{split}.csv.gz"
-    if plain.is_file() and gz.is_file():
-        raise DataError(plain, f"both {plain.name} and {gz} exist",
-                        expected=f"only one of them for Avazu_{source} {split}; {gz.name} is read transparently")
-    if gz.is_file():
-        return gz
+    """``sdir/<split>.csv`` or ``sdir/<split>.csv.gz`` (exactly one of them: normalize's rule)."""
+    plain = split_file(sdir, split)
+    if plain.name.endswith(".gz"):
+        return plain
     if not plain.is_file():
         raise DataError(plain, "file not found",
                         expected=f"reczoo's {split}.csv (or {split}.csv.gz) for Avazu_{source}")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import PARQUET_WRITE, input_stream, is_gz, open_text, read_first_line, rebatch, reading
-from pipeline.ctr.schema import Layout, TimeSpec, normalized_schema
+from pipeline.ctr.schema import Layout, TimeSpec, normalized_schema, split_file
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,6 @@ LABEL_VALUES = pa.array(["0", "1", "0.0", "1.0"])
 _DIGITS = r"^[0-9]+$"
 _INT = r"^-?[0-9]+$"
 CSV_BLOCK = 1 << 20   # bytes per CSV read block: small, so the streaming reader's read-ahead stays small
-
-
-def split_file(raw_dir: Path, name: str, required: bool = True) -> Path | None:
-    """``raw_dir/<name>.csv``, or ``raw_dir/<name>.csv.gz`` when only that one exists; both is a DataError.
-    A missing file: the ``.csv`` path (``read_header`` reports it) when ``required``, else None."""
-    plain, gz = raw_dir / f"{name}.csv", raw_dir / f"{name}.csv.gz"
-    if plain.is_file() and gz.is_file():
-        raise DataError(plain, f"both {plain.name} and {gz} exist",
-                        expected=f"only one of them; {gz.name} is read transparently when {plain.name} is absent")
-    if gz.is_file():
-        return gz
-    return plain if required or plain.is_file() else None
 
 
 def read_header(path: Path) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, DataError
 
 TIME_FIELDS = ("hour_of_day", "weekday", "is_weekend")
 LABEL = "label"
@@ -178,3 +178,15 @@ def normalized_schema(fields, with_oracle: bool) -> pa.Schema:
     if with_oracle:
         cols.append(pa.field(ORACLE, pa.float32()))
     return pa.schema(cols)
+
+
+def split_file(raw_dir: Path, name: str, required: bool = True) -> Path | None:
+    """``raw_dir/<name>.csv``, or ``raw_dir/<name>.csv.gz`` when only that one exists; both is a DataError.
+    A missing file: the ``.csv`` path (``read_header`` reports it) when ``required``, else None."""
+    plain, gz = raw_dir / f"{name}.csv", raw_dir / f"{name}.csv.gz"
+    if plain.is_file() and gz.is_file():
+        raise DataError(plain, f"both {plain.name} and {gz} exist",
+                        expected=f"only one of them; {gz.name} is read transparently when {plain.name} is absent")
+    if gz.is_file():
+        return gz
+    return plain if required or plain.is_file() else None
