@@ -192,7 +192,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(DataError, match=r"t\.parquet, field 'device_model': missing column"):
         lk.row_hashes(path, [*COLS, "device_model"])
     (tmp_path / "junk.parquet").write_text("not parquet")
-    with pytest.raises(DataError, match="junk.parquet: cannot read it as parquet"):
+    with pytest.raises(DataError, match="junk.parquet: not a readable parquet file"):
         lk.row_hashes(tmp_path / "junk.parquet", COLS)
     with pytest.raises(ValueError, match="batch_rows"):
         lk.row_hashes(path, COLS, 0)

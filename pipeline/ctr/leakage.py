@@ -134,10 +134,7 @@ def row_hashes(path: str | Path, fields: Sequence[str], batch_rows: int = 1 << 2
     if not fields:
         raise ValueError("row_hashes needs at least one column")
     path = Path(path)
-    try:
-        schema = parquet_reader(path).schema_arrow
-    except (OSError, pa.ArrowInvalid) as e:
-        raise DataError(path, f"cannot read it as parquet: {str(e).splitlines()[0]}") from None
+    schema = parquet_reader(path).schema_arrow              # a DataError naming the file if unreadable
     for f in fields:
         if f not in schema.names:
             raise DataError(path, "missing column", field=f, expected=f"the columns {fields}")
