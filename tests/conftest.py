@@ -112,3 +112,34 @@ def scratch_dvc_repo(root: Path, **params) -> Path:
     sh(root, "dvc", "config", "core.autostage", "false")
     set_params(root, **params)
     return root
+
+
+# ------------------------------------------------------------------ torchrun-like process groups (DDP tests)
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_entry(rank: int, world: int, port: int, fn, args) -> None:
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_gloo(fn, world: int, *args) -> None:
+    """Run ``fn(rank, *args)`` in ``world`` processes joined in one gloo process group (one thread each), as
+    torchrun would; ``fn`` must be a module-level function (it is pickled)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_entry, args=(world, free_port(), fn, args), nprocs=world, join=True)

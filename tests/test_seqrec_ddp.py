@@ -5,16 +5,13 @@ gathered) end with the same weights and metrics as one process on the same globa
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pipeline.seqrec import run as rn
 from pipeline.seqrec.run import make_model, train_and_evaluate
+from tests.conftest import spawn_gloo
 from tests.test_seqrec_train import cfg, dataset
 
 pytestmark = pytest.mark.slow
@@ -45,22 +42,10 @@ def _run(loss: str, ckpt):
         rn.pack_sequences = pack
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, loss: str, ckpt: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        model, res = _run(loss, ckpt)
-        if rank == 0:
-            torch.save({"state": model.state_dict(), "metrics": res["metrics"], "steps": res["steps"]}, out)
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, loss: str, ckpt: str, out: str) -> None:
+    model, res = _run(loss, ckpt)
+    if rank == 0:
+        torch.save({"state": model.state_dict(), "metrics": res["metrics"], "steps": res["steps"]}, out)
 
 
 @pytest.mark.parametrize("loss", ["sampled", "ce"])
@@ -68,7 +53,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, loss):
     torch.set_num_threads(1)
     model, ref = _run(loss, tmp_path / "single")
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, _free_port(), loss, str(tmp_path / "ddp"), str(out)), nprocs=2, join=True)
+    spawn_gloo(_worker, 2, loss, str(tmp_path / "ddp"), str(out))
     got = torch.load(out, weights_only=True)
     assert got["steps"] == ref["steps"]
     for k, v in model.state_dict().items():

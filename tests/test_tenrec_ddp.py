@@ -1,41 +1,26 @@
 """torchrun for the Tenrec training stages: two gloo processes (each training on its shard of the global
 batch, evaluation sharded by user and gathered) end with the same weights and the same validation history
-as one process on the same global batch, for the two-tower retriever and the Fastformer ranker."""
+as one process on the same global batch (weights within 1 % of how far training moved them, the validation
+history within 1e-4), for the two-tower retriever and the Fastformer ranker."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pipeline.core.dist import gather_rows, shard_range
 from pipeline.core.params import load_all
 from pipeline.tenrec import ranking as rk
 from pipeline.tenrec import retrieval as rt
-from pipeline.tenrec.formats import oracle_name
 from pipeline.tenrec.params import CHECKS, SECTIONS
-from pipeline.tenrec.prepare import load_sequences, prepare, split_users
-from pipeline.tenrec.synthetic import generate
-from tests.conftest import ROOT
+from pipeline.tenrec.prepare import load_sequences, split_users
+from tests.conftest import ROOT, spawn_gloo
+from tests.test_tenrec_train import world  # noqa: F401  (the module-scoped tiny Tenrec world)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tenrec_ddp")
-    generate(d / "raw", users=160, items=400, rows=6_000, categories=8, rank=4, mean_ctr=0.25, like_rate=0.1,
-             missing_category=0.05, signal=1.5, seed=5)
-    (d / "prep").mkdir()
-    prepare(d / "raw" / "QB-video.csv", d / "prep", batch_rows=1000, history_len=10, min_clicks=3,
-            oracle_path=d / "raw" / oracle_name("QB-video"))
-    return d
 
 
 def _sections():
@@ -76,34 +61,43 @@ def _fit(kind: str, prep, ckpt):
         mod.training_rows = build
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _init_state(kind: str, prep) -> dict:
+    """The weights the fit starts from (the same seed, the same construction)."""
+    from pipeline.core.seeding import seed_everything
+
+    s = load_sequences(prep)
+    tp, rp = _sections()
+    seed_everything(3)
+    if kind == "retrieval":
+        model = rt.TwoTower(s.n_users, s.n_items, s.n_categories, tp.embedding_dim, tp.hidden_units,
+                            torch.from_numpy(s.item_category))
+    else:
+        model = rk.build_ranker(s, rp)
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _worker(rank: int, world: int, port: int, kind: str, prep: str, ckpt: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        fit = _fit(kind, prep, ckpt)
-        if rank == 0:
-            torch.save({"state": fit.model.state_dict(), "history": fit.state.history}, out)
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, kind: str, prep: str, ckpt: str, out: str) -> None:
+    fit = _fit(kind, prep, ckpt)
+    if rank == 0:
+        torch.save({"state": fit.model.state_dict(), "history": fit.state.history}, out)
 
 
 @pytest.mark.parametrize("kind", ["retrieval", "ranking"])
 def test_two_gloo_ranks_match_one_process(world, tmp_path, kind):
     torch.set_num_threads(1)
-    single = _fit(kind, world / "prep", tmp_path / "single")
+    single = _fit(kind, world[0] / "prep", tmp_path / "single")
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, _free_port(), kind, str(world / "prep"), str(tmp_path / "ddp"), str(out)), nprocs=2,
-             join=True)
+    spawn_gloo(_worker, 2, kind, str(world[0] / "prep"), str(tmp_path / "ddp"), str(out))
     got = torch.load(out, weights_only=True)
+    init = _init_state(kind, world[0] / "prep")
     for k, v in single.model.state_dict().items():
-        torch.testing.assert_close(got["state"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+        if not v.dtype.is_floating_point:
+            assert torch.equal(got["state"][k], v), k
+            continue
+        # the same step up to float summation order; Adam turns a rounding-size difference of a near-zero
+        # gradient into an lr-size step, so the weights are compared against how far training moved them
+        moved = (v - init[k]).norm()
+        assert (got["state"][k] - v).norm() <= 0.01 * moved + 1e-6, k
     assert len(got["history"]) == len(single.state.history) >= 2
     for a, b in zip(got["history"], single.state.history):
         assert a["step"] == b["step"]                           # the same global steps per epoch
