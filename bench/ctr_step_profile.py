@@ -69,7 +69,7 @@ def child_profile(a) -> None:
     data, sizes, _ = _load(Path(a.data))
     train = data["train"]
     trainer, model = _trainer("deepfm", a.encoder, a.optim, sizes, Path(a.work) / "ckpt",
-                              {"checkpoint_every_steps": 0, "epochs": 1})
+                              {"checkpoint_every_steps": 0, "epochs": 1}, dropout_impl=a.dropout_impl)
     bs = trainer.cfg.batch_size
     trainer.cfg.max_steps = a.warmup
     trainer.fit(train, train, resume=False)
@@ -95,7 +95,7 @@ def child_profile(a) -> None:
     cats["data"] = data_s
     cats["python"] = max(0.0, wall - sum(v for k, v in cats.items() if k != "python"))
     ops.sort(key=lambda o: -o["self_s"])
-    emit({"optim": a.optim, "encoder": a.encoder, "steps": a.steps, "batch": bs, "wall_s": wall,
+    emit({"optim": a.optim, "dropout_impl": a.dropout_impl, "encoder": a.encoder, "steps": a.steps, "batch": bs, "wall_s": wall,
           "samples_per_s": a.steps * bs / wall, "categories": cats, "top_ops": ops[:12],
           "threads": torch.get_num_threads(), "linears": linear_shapes(model)})
 
@@ -144,6 +144,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--optims", default="adam,helen")
+    ap.add_argument("--dropout-impls", default="torch,fast",
+                    help="ctr.dropout_impl values to profile each optimizer with (torch: nn.Dropout, FuxiCTR's)")
+    ap.add_argument("--dropout-impl", help=argparse.SUPPRESS)
     ap.add_argument("--encoder", default="gen", help="ctr.deepfm.encoder of the profiled model")
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -162,14 +165,16 @@ def main() -> None:
     work = OUT / "ctr_step_profile"
     work.mkdir(parents=True, exist_ok=True)
     runs = [run_child(__file__, "--child", "profile", "--data", str(data_dir), "--work", str(work), "--optim", o,
-                      "--encoder", a.encoder, "--steps", str(a.steps), "--warmup", str(a.warmup))
-            for o in a.optims.split(",")]
+                      "--encoder", a.encoder, "--steps", str(a.steps), "--warmup", str(a.warmup), "--dropout-impl", d)
+            for o in a.optims.split(",") for d in a.dropout_impls.split(",")]
+    name = {id(r): f"{r['optim']}, dropout {r['dropout_impl']}" for r in runs}
+    best = {o: max((r for r in runs if r["optim"] == o), key=lambda r: r["samples_per_s"]) for o in a.optims.split(",")}
     r0 = runs[0]
     ceiling = run_child(__file__, "--child", "ceiling", "--batch", str(r0["batch"]), "--steps", str(a.steps),
                         "--linears", ",".join(f"{i}:{o}" for i, o in r0["linears"]))
     lines = [f"# One DeepFM step, profiled ({a.rows:,}-row world, batch {r0['batch']:,}, {r0['threads']} threads, "
              f"encoder {a.encoder})", "",
-             "| | " + " | ".join(r["optim"] for r in runs) + " |", "|---|" + "---|" * len(runs)]
+             "| | " + " | ".join(name[id(r)] for r in runs) + " |", "|---|" + "---|" * len(runs)]
     lines.append("| samples/s | " + " | ".join(f"{r['samples_per_s']:,.0f}" for r in runs) + " |")
     lines.append("| ms / step | " + " | ".join(f"{1e3 * r['wall_s'] / r['steps']:.1f}" for r in runs) + " |")
     for cat, label in LABELS.items():
@@ -179,12 +184,13 @@ def main() -> None:
     lines += ["", f"GEMM-only ceiling (the model's Linear layers (in, out) {ceiling['linears']}: forward + backward "
               "GEMMs alone, fp32): "
               f"{ceiling['step_s'] * 1e3:.1f} ms = **{ceiling['samples_per_s']:,.0f} samples/s** "
-              f"({ceiling['gflops']:.0f} GFLOP/s); Adam reaches "
-              f"{runs[0]['samples_per_s'] / ceiling['samples_per_s']:.0%} of it"
-              + (f", Helen {runs[1]['samples_per_s'] / (ceiling['samples_per_s'] / 2):.0%} of half of it "
-                 "(two passes a step)" if len(runs) > 1 else "") + ".", ""]
+              f"({ceiling['gflops']:.0f} GFLOP/s); "
+              + "; ".join(f"{o} (fastest: {name[id(r)]}) reaches "
+                          f"{r['samples_per_s'] / (ceiling['samples_per_s'] / (2 if o in ('sam', 'helen') else 1)):.0%}"
+                          + (" of half of it (two passes a step)" if o in ("sam", "helen") else " of it")
+                          for o, r in best.items()) + ".", ""]
     for r in runs:
-        lines.append(f"Top ops ({r['optim']}): " + ", ".join(
+        lines.append(f"Top ops ({name[id(r)]}): " + ", ".join(
             f"{o['op']} {1e3 * o['self_s'] / r['steps']:.1f} ms" for o in r["top_ops"][:8]))
     text = "\n".join(lines) + "\n"
     print(text)

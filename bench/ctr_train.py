@@ -116,8 +116,9 @@ def _load(data_dir: Path, splits=("train",)):
     return data, sizes, time.perf_counter() - t0
 
 
-def _params(model: str, encoder: str, optim: str, overrides: dict | None = None):
-    """params.yaml's ctr / optim / train sections with the model and optimizer swapped in."""
+def _params(model: str, encoder: str, optim: str, overrides: dict | None = None, dropout_impl: str | None = None):
+    """params.yaml's ctr / optim / train sections with the model and optimizer (and, if given, the
+    ``ctr.dropout_impl``) swapped in."""
     import yaml
 
     from pipeline.core.params import from_mapping
@@ -128,19 +129,22 @@ def _params(model: str, encoder: str, optim: str, overrides: dict | None = None)
     data = yaml.safe_load(Path(os.environ.get("RECDAG_BENCH_PARAMS") or ROOT / "params.yaml").read_text())
     ctr = from_mapping(CtrParams, data["ctr"], "ctr").validate()
     ctr = ctr.with_model(model, **({"encoder": encoder} if model == "deepfm" else {}))   # encoder: deepfm's
+    if dropout_impl is not None:
+        ctr = dataclasses.replace(ctr, dropout_impl=dropout_impl)
     opt = dataclasses.replace(from_mapping(OptimParams, data["optim"], "optim"), name=optim)
     train = dataclasses.replace(from_mapping(TrainParams, data["train"], "train"), **(overrides or {}))
     return int(data["seed"]), ctr, opt, train
 
 
-def _trainer(model_name: str, encoder: str, optim: str, sizes: list[int], ckpt: Path, overrides=None):
+def _trainer(model_name: str, encoder: str, optim: str, sizes: list[int], ckpt: Path, overrides=None,
+             dropout_impl: str | None = None):
     from pipeline.core.seeding import seed_everything
     from pipeline.core.train import Trainer
     from pipeline.ctr import baseline as bl
     from pipeline.ctr.models import build_ctr_model
     from pipeline.ctr.task import CtrTask
 
-    seed, ctr, opt, train = _params(model_name, encoder, optim, overrides)
+    seed, ctr, opt, train = _params(model_name, encoder, optim, overrides, dropout_impl)
     seed_everything(seed)
     model = build_ctr_model(ctr, sizes)
     rule = bl.step_rule_for(model, opt)

@@ -477,7 +477,7 @@ def test_ctr_params_parse_the_params_yaml_section():
     assert ctr.deepfm == MODELS["deepfm"].Options(encoder="gen") and ctr.options is ctr.deepfm
     assert ctr.dcnv2.structure == "parallel" and ctr.dlrm.interaction == "dot" and ctr.dcn.num_cross_layers == 3
     assert ctr.model_kwargs() == {"embedding_dim": 16, "hidden_units": [400, 400, 400], "dropout": ctr.dropout,
-                                  "batch_norm": False, "encoder": "gen"}
+                                  "batch_norm": False, "dropout_impl": "fast", "encoder": "gen"}
     # each model gets its own options only, mapped onto its constructor arguments
     assert ctr.with_model("dcnv2").model_kwargs()["model_structure"] == "parallel"
     assert ctr.with_model("dlrm").model_kwargs()["interaction_op"] == "dot"
@@ -546,9 +546,9 @@ def test_extension_point_a_model_registered_here_builds_and_is_valid_in_params(s
                 return {"logit_scale": self.scale, "use_bias": self.bias == "on"}
 
         def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=(), dropout=0.0, batch_norm=False,
-                     logit_scale: float = 1.0, use_bias: bool = False):
+                     dropout_impl="torch", logit_scale: float = 1.0, use_bias: bool = False):
             super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True,
-                             logit_scale=float(logit_scale), use_bias=bool(use_bias))
+                             dropout_impl=dropout_impl, logit_scale=float(logit_scale), use_bias=bool(use_bias))
             self.logit_scale = float(logit_scale)
             self.bias = nn.Parameter(torch.zeros(1)) if use_bias else None
             self._reset_net()
@@ -581,8 +581,10 @@ def test_extension_point_a_model_registered_here_builds_and_is_valid_in_params(s
 def test_extension_point_a_model_without_options_needs_no_sub_section(scratch_registry):
     @register("lronly")
     class LROnly(CTRModel):
-        def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=(), dropout=0.0, batch_norm=False):
-            super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True)
+        def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=(), dropout=0.0, batch_norm=False,
+                     dropout_impl="torch"):
+            super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True,
+                             dropout_impl=dropout_impl)
 
         def forward(self, x):
             return self._first_order_logit(x)
@@ -604,7 +606,83 @@ def test_a_config_json_written_before_the_split_still_loads():
     old = {"name": "deepfm", "vocab_sizes": VOCAB, "embedding_dim": D, "hidden_units": H, "dropout": 0.1,
            "batch_norm": False, "encoder": "gated"}
     model = build_model(**old)
-    assert type(model).__name__ == "DeepFM" and model.encoder is not None and model_config(model) == old
+    # no dropout_impl in it: nn.Dropout, what every model before the key was trained with
+    assert type(model).__name__ == "DeepFM" and model.encoder is not None
+    assert model_config(model) == {**old, "dropout_impl": "torch"}
     ctr = parse({**ctr_section(), "embedding_dim": D, "hidden_units": H, "dropout": 0.1, "batch_norm": False,
-                 "deepfm": {"encoder": "gated"}})
-    assert model_config(build_ctr_model(ctr, VOCAB)) == old
+                 "dropout_impl": "torch", "deepfm": {"encoder": "gated"}})
+    assert model_config(build_ctr_model(ctr, VOCAB)) == {**old, "dropout_impl": "torch"}
+
+
+# --------------------------------------------------------------------------------------------------
+# FastDropout (ctr.dropout_impl: fast)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_fast_dropout_keeps_each_element_with_probability_1_minus_p_and_scales(p):
+    from pipeline.ctr.layers import FastDropout
+    torch.manual_seed(0)
+    layer = FastDropout(p).train()
+    x = torch.rand(2000, 517) + 0.5                     # odd width: the last 64-bit word is part-used
+    y = layer(x)
+    kept = y != 0
+    n = kept.numel()
+    rate = kept.float().mean().item()
+    sd = (p * (1 - p) / n) ** 0.5
+    assert abs(rate - (1 - p)) < 5 * sd                # the keep law, to 5 standard errors
+    assert torch.allclose(y[kept], x[kept] / (1 - p))  # inverted dropout: kept values scaled by 1 / (1 - p)
+    # no structure from the 16-bit slicing: neighbours (same 64-bit word) are independent, and columns alike
+    flat = kept.flatten().float()
+    both = (flat[0::4] * flat[1::4]).mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * (((1 - p) ** 2 * (1 - (1 - p) ** 2)) / (n / 4)) ** 0.5
+    cols = kept.float().mean(0)
+    assert (cols - (1 - p)).abs().max().item() < 6 * (p * (1 - p) / 2000) ** 0.5
+
+
+def test_fast_dropout_backward_is_the_mask_and_eval_is_identity():
+    from pipeline.ctr.layers import FastDropout
+    torch.manual_seed(1)
+    layer = FastDropout(0.3)
+    x = torch.randn(64, 33, requires_grad=True)
+    y = layer(x)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, (y != 0).float() / 0.7)
+    layer.eval()
+    assert layer(x) is x
+    assert FastDropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        FastDropout(1.0)
+
+
+def test_fast_dropout_is_seeded_and_differs_from_torch_dropout_stream():
+    from pipeline.ctr.layers import FastDropout
+    x = torch.ones(128, 400)
+    torch.manual_seed(7)
+    a = FastDropout(0.1).train()(x)
+    torch.manual_seed(7)
+    b = FastDropout(0.1).train()(x)
+    torch.manual_seed(7)
+    t = nn.Dropout(0.1).train()(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a != 0, t != 0)
+
+
+def test_dropout_impl_selects_the_layer_and_is_checked():
+    from pipeline.ctr.layers import FastDropout
+    m = build_model("deepfm", VOCAB, embedding_dim=D, hidden_units=H, dropout=0.1, dropout_impl="fast")
+    assert any(isinstance(x, FastDropout) for x in m.modules())
+    assert not any(isinstance(x, nn.Dropout) for x in m.modules())
+    m = build_model("deepfm", VOCAB, embedding_dim=D, hidden_units=H, dropout=0.1)
+    assert any(isinstance(x, nn.Dropout) for x in m.modules())       # the constructors' default: FuxiCTR's
+    with pytest.raises(ValueError, match="dropout_impl"):
+        build_model("dnn", VOCAB, dropout=0.1, dropout_impl="cuda")
+    with pytest.raises(ConfigError, match="ctr.dropout_impl"):
+        parse({**ctr_section(), "dropout_impl": "philox"})
+
+
+def test_gen_fm_term_equals_the_explicit_ordered_pair_sum():
+    from pipeline.ctr.layers import gen_fm_second_order
+    torch.manual_seed(3)
+    g, e = torch.randn(5, 7, 4, dtype=torch.float64), torch.randn(5, 7, 4, dtype=torch.float64)
+    want = sum((g[:, i] * e[:, j]).sum(-1) for i in range(7) for j in range(i + 1, 7))
+    assert torch.allclose(gen_fm_second_order(g, e), want)

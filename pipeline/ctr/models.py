@@ -48,7 +48,9 @@ Deviations from FuxiCTR, and why:
 
 The extension point: a model class registers itself with ``@register("<name>")`` (its name is typed once,
 there) and, if it has params of its own, declares them as a nested frozen dataclass ``Options``
-(a :class:`ModelOptions`, whose ``kwargs()`` maps them onto constructor arguments). :data:`MODELS` is then
+(a :class:`ModelOptions`, whose ``kwargs()`` maps them onto constructor arguments); its constructor takes
+the shared keys (``embedding_dim``, ``hidden_units``, ``dropout``, ``batch_norm``, ``dropout_impl``) and
+passes them to :class:`CTRModel`. :data:`MODELS` is then
 the one list of names: :class:`CtrParams` (the ``ctr`` params section) accepts exactly the registered names
 for ``ctr.model`` and one sub-section ``ctr.<name>`` per registered model that has ``Options``, and
 :func:`build_ctr_model` builds the selected one. Adding a model touches its class (here or in a module
@@ -76,7 +78,7 @@ from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.io import load_weights
 from pipeline.core.params import NonNegInt, PosInt, Range, check_keys, from_mapping
 from pipeline.ctr.layers import (
-    MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, GenEncoder, InnerProductInteraction,
+    DROPOUT_IMPLS, MLP, CrossNet, CrossNetMix, CrossNetV2, FeatureEmbedding, FieldGate, GenEncoder, InnerProductInteraction,
     fm_second_order, gen_fm_second_order, reset_net,
 )
 
@@ -118,6 +120,7 @@ class CtrShared:
     embedding_dim: PosInt
     hidden_units: list[PosInt]  # MLP widths ([] = no MLP where the model allows it)
     dropout: Annotated[float, Range(ge=0, lt=1)]
+    dropout_impl: Literal["torch", "fast"]   # torch: nn.Dropout (FuxiCTR's); fast: layers.FastDropout
     batch_norm: bool
 
 
@@ -159,7 +162,8 @@ class CTRModel(nn.Module):
 
     def __init__(self, vocab_sizes: Sequence[int], embedding_dim: int = 16,
                  hidden_units: Sequence[int] = DEFAULT_HIDDEN_UNITS, dropout: float = 0.0,
-                 batch_norm: bool = False, *, first_order: bool = False, **model_specific):
+                 batch_norm: bool = False, *, dropout_impl: str = "torch", first_order: bool = False,
+                 **model_specific):
         super().__init__()
         self.vocab_sizes = [int(v) for v in vocab_sizes]
         self.embedding_dim = int(embedding_dim)
@@ -170,10 +174,13 @@ class CTRModel(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
         self.batch_norm = bool(batch_norm)
+        if dropout_impl not in DROPOUT_IMPLS:
+            raise ValueError(f"dropout_impl must be one of {list(DROPOUT_IMPLS)}, got {dropout_impl!r}")
+        self.dropout_impl = str(dropout_impl)
         self.config = {
             "name": self.name, "vocab_sizes": list(self.vocab_sizes), "embedding_dim": self.embedding_dim,
             "hidden_units": list(self.hidden_units), "dropout": self.dropout, "batch_norm": self.batch_norm,
-            **model_specific,
+            "dropout_impl": self.dropout_impl, **model_specific,
         }
         self.embedding = FeatureEmbedding(self.vocab_sizes, self.embedding_dim)
         self.first_order = FeatureEmbedding(self.vocab_sizes, 1) if first_order else None
@@ -184,7 +191,8 @@ class CTRModel(nn.Module):
 
     def _mlp(self, input_dim: int, hidden_units: Sequence[int] | None = None, output_dim: int | None = None) -> MLP:
         units = self.hidden_units if hidden_units is None else hidden_units
-        return MLP(input_dim, units, "relu", self.dropout, self.batch_norm, output_dim=output_dim)
+        return MLP(input_dim, units, "relu", self.dropout, self.batch_norm, output_dim=output_dim,
+                   dropout_impl=self.dropout_impl)
 
     def _reset_net(self) -> None:
         """FuxiCTR's BaseModel.reset_parameters (:func:`pipeline.ctr.layers.reset_net`)."""
@@ -220,8 +228,8 @@ class DNN(CTRModel):
     """MLP over the flattened field embeddings -> 1 logit."""
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
-                 batch_norm=False):
-        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm)
+                 batch_norm=False, dropout_impl: str = "torch"):
+        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, dropout_impl=dropout_impl)
         self.mlp = self._mlp(self.num_fields * self.embedding_dim, output_dim=1)
         self._reset_net()
 
@@ -234,8 +242,9 @@ class WideDeep(CTRModel):
     """First-order LR term (no bias) + MLP over the flattened embeddings -> 1, summed."""
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
-                 batch_norm=False):
-        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True)
+                 batch_norm=False, dropout_impl: str = "torch"):
+        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True,
+                         dropout_impl=dropout_impl)
         self.mlp = self._mlp(self.num_fields * self.embedding_dim, output_dim=1)
         self._reset_net()
 
@@ -249,8 +258,8 @@ class PNN(CTRModel):
     """Inner-product PNN: [flattened embeddings, F(F-1)/2 inner products] -> MLP -> 1."""
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
-                 batch_norm=False):
-        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm)
+                 batch_norm=False, dropout_impl: str = "torch"):
+        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, dropout_impl=dropout_impl)
         self.inner_product = InnerProductInteraction(self.num_fields)
         self.mlp = self._mlp(self.num_fields * self.embedding_dim + self.inner_product.output_dim, output_dim=1)
         self._reset_net()
@@ -296,10 +305,10 @@ class DeepFM(CTRModel):
         encoder: DeepFMEncoder     # none | gated | gen (the encoder LLM-CTR freezes / tunes)
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
-                 batch_norm=False, encoder: str = "none"):
+                 batch_norm=False, dropout_impl: str = "torch", encoder: str = "none"):
         if encoder not in self.ENCODERS:
             raise ValueError(f"DeepFM encoder={encoder!r} is not supported; choose one of {list(self.ENCODERS)}")
-        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, first_order=True,
+        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, dropout_impl=dropout_impl, first_order=True,
                          encoder=encoder)
         self.encoder_type = encoder
         if encoder == "gated":
@@ -336,10 +345,10 @@ class DCN(CTRModel):
         num_cross_layers: NonNegInt     # 0 = no cross layers
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
-                 batch_norm=False, num_cross_layers: int = 3):
+                 batch_norm=False, dropout_impl: str = "torch", num_cross_layers: int = 3):
         if int(num_cross_layers) < 0:
             raise ValueError(f"num_cross_layers must be >= 0, got {num_cross_layers}")
-        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm,
+        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, dropout_impl=dropout_impl,
                          num_cross_layers=int(num_cross_layers))
         d = self.num_fields * self.embedding_dim
         self.crossnet = CrossNet(d, int(num_cross_layers))
@@ -375,13 +384,13 @@ class DLRM(CTRModel):
             return {"interaction_op": self.interaction}
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
-                 batch_norm=False, top_mlp_units: Sequence[int] | None = None, interaction_op: str = "dot"):
+                 batch_norm=False, dropout_impl: str = "torch", top_mlp_units: Sequence[int] | None = None, interaction_op: str = "dot"):
         if interaction_op not in self.INTERACTIONS:
             raise ValueError(f"DLRM interaction_op={interaction_op!r} is not supported; "
                              f"choose one of {list(self.INTERACTIONS)}")
         top = list(hidden_units) if top_mlp_units is None else list(top_mlp_units)
         top = [int(h) for h in top]
-        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm,
+        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, dropout_impl=dropout_impl,
                          top_mlp_units=top, interaction_op=interaction_op)
         if any(h < 1 for h in top):
             raise ValueError(f"top_mlp_units must be positive, got {top}")
@@ -422,7 +431,7 @@ class DCNv2(CTRModel):
             return {"num_cross_layers": self.num_cross_layers, "model_structure": self.structure}
 
     def __init__(self, vocab_sizes, embedding_dim=16, hidden_units=DEFAULT_HIDDEN_UNITS, dropout=0.0,
-                 batch_norm=False, num_cross_layers: int = 3, model_structure: str = "parallel",
+                 batch_norm=False, dropout_impl: str = "torch", num_cross_layers: int = 3, model_structure: str = "parallel",
                  use_low_rank_mixture: bool = False, low_rank: int = 32, num_experts: int = 4):
         if model_structure not in self.STRUCTURES:
             raise ValueError(f"DCNv2 model_structure={model_structure!r} is not supported; "
@@ -430,7 +439,7 @@ class DCNv2(CTRModel):
         if int(num_cross_layers) < 0 or int(low_rank) < 1 or int(num_experts) < 1:
             raise ValueError(f"DCNv2 needs num_cross_layers >= 0, low_rank >= 1, num_experts >= 1; got "
                              f"{num_cross_layers}, {low_rank}, {num_experts}")
-        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm,
+        super().__init__(vocab_sizes, embedding_dim, hidden_units, dropout, batch_norm, dropout_impl=dropout_impl,
                          num_cross_layers=int(num_cross_layers), model_structure=model_structure,
                          use_low_rank_mixture=bool(use_low_rank_mixture), low_rank=int(low_rank),
                          num_experts=int(num_experts))
@@ -559,7 +568,7 @@ class CtrParams(CtrShared):
     def model_kwargs(self) -> dict:
         """Constructor arguments of ``model``: the shared ones plus that model's own options only."""
         kw = {"embedding_dim": self.embedding_dim, "hidden_units": list(self.hidden_units),
-              "dropout": self.dropout, "batch_norm": self.batch_norm}
+              "dropout": self.dropout, "batch_norm": self.batch_norm, "dropout_impl": self.dropout_impl}
         if self.options is not None:
             kw.update(self.options.kwargs())
         return kw
