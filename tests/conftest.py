@@ -1,4 +1,10 @@
-"""Shared fixtures: every test builds its own tiny data with the synthetic generator (no network, no ../shared)."""
+"""Shared fixtures: every test builds its own tiny data with the synthetic generator (no network, no ../shared).
+
+Run by ``bin/test`` on pytest-xdist workers (``-n 2 --dist loadfile``: a file's tests stay on one worker, so
+module fixtures are built once). Each worker then uses one intra-op thread, and so do the processes it
+starts (``OMP_NUM_THREADS``, inherited by ``dvc repro`` / torchrun children): two workers already fill two
+cores, and two 2-thread OpenMP pools per core spin against each other.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 import pytest
 import yaml

@@ -71,3 +71,22 @@ def test_vocab_table_and_feature_map(split):
     fm = vc.feature_map(v, "demo", 2)
     assert fm["features"][0] == {"name": "site", "type": "categorical", "dtype": "int32", "vocab_size": 4,
                                  "padding_idx": 0, "oov_idx": 3}
+
+
+@pytest.mark.parametrize("dict_lookup_at", [0, 8, 10**9])   # always the Python dict / adaptive / always Arrow
+def test_both_lookups_encode_every_row_group_alike(tmp_path, monkeypatch, dict_lookup_at):
+    """The encoder looks a row group's distinct values up with pc.index_in or, for a vocabulary much larger
+    than them, with a dict built once: both give the reference ids (vocab order, OOV for rare and null)."""
+    g = np.random.default_rng(1)
+    toks = [f"t{i}" for i in g.zipf(1.2, 6000) % 900]
+    toks[::37] = [None] * len(toks[::37])
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"label": pa.array(g.integers(0, 2, 6000), pa.int8()), "f": toks}), path,
+                   row_group_size=500)                         # 12 row groups, each its own dictionary
+    v = vc.build_vocab(vc.count_file(path, ["f"], 500), min_count=3)
+    monkeypatch.setattr(vc.Encoder, "DICT_LOOKUP_AT", dict_lookup_at)
+    out = vc.Encoder(v).encode_file(path, tmp_path / "enc.parquet", 500)
+    index = {t: i for i, t in enumerate(v["f"].tokens.to_pylist(), 1)}
+    want = [index.get(t, v["f"].oov_index) for t in toks]
+    assert pq.read_table(tmp_path / "enc.parquet").column("f").to_pylist() == want
+    assert out["oov"]["f"] == sum(w == v["f"].oov_index for w in want)
