@@ -323,9 +323,13 @@ def row_group_batches(pf, columns=None) -> Iterator[pa.RecordBatch]:
             yield _combine(table.to_batches())
 
 
-def rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+def rebatch(batches: Iterable[pa.RecordBatch], rows: int,
+            combine: bool = True) -> Iterator[pa.RecordBatch | pa.Table]:
     """Regroup a stream of (small) record batches into batches of at least ``rows`` rows (the last may be
-    smaller). Readers use small blocks to keep memory flat; work happens on ``rows``-sized batches."""
+    smaller). Readers use small blocks to keep memory flat; work happens on ``rows``-sized batches.
+    ``combine=False`` yields each group as a zero-copy ``pa.Table`` of its batches instead of copying them
+    into one record batch (for work that takes chunked columns, e.g. a parquet write)."""
+    join = _combine if combine else pa.Table.from_batches
     buf: list[pa.RecordBatch] = []
     n = 0
     for b in batches:
@@ -334,10 +338,10 @@ def rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordB
         buf.append(b)
         n += b.num_rows
         if n >= rows:
-            yield _combine(buf)
+            yield join(buf)
             buf, n = [], 0
     if buf:
-        yield _combine(buf)
+        yield join(buf)
 
 
 def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
