@@ -1,13 +1,16 @@
 """normalize: the three layouts decode to one schema with the same meaning."""
 
 import datetime as dt
+import gzip
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ctr.normalize import normalize_csv, normalize_source
+from pipeline.core.errors import DataError
+from pipeline.ctr import normalize as nz
+from pipeline.ctr.normalize import line_chunks, normalize_csv, normalize_source
 from pipeline.ctr.schema import KAGGLE_COLUMNS
 
 KAGGLE_ROWS = [  # hand-made rows in the raw Kaggle format
@@ -83,6 +86,60 @@ def test_batch_size_does_not_change_the_output(tiny_raw, tmp_path, layouts):
     assert pq.read_table(a).equals(pq.read_table(b))
 
 
+def _row_groups(path):
+    meta = pq.ParquetFile(path).metadata
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+@pytest.mark.parametrize("chunk", [200, 4096, 1 << 20])
+def test_chunked_parse_equals_the_streamed_gz_file(tiny_raw, tmp_path, layouts, monkeypatch, chunk):
+    """A plain .csv is read and parsed chunk by chunk (pyarrow's threads); the same bytes as .csv.gz
+    are streamed block by block. Both give the same table and the same row groups (exactly batch_rows each),
+    whatever the chunk size (200 bytes: about one row per chunk)."""
+    src = tiny_raw / "x4" / "train.csv"
+    gz = tmp_path / "train.csv.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    monkeypatch.setattr(nz, "CSV_CHUNK", chunk)
+    monkeypatch.setattr(nz, "PARSE_BLOCK", max(chunk // 4, 1024))    # a block holds whole rows
+    a, b = tmp_path / "chunked.parquet", tmp_path / "streamed.parquet"
+    sa = normalize_csv(src, layouts["x4"], layouts.fields, a, batch_rows=500)
+    sb = normalize_csv(gz, layouts["x4"], layouts.fields, b, batch_rows=500, block_size=1000)
+    assert sa == sb
+    assert pq.read_table(a).equals(pq.read_table(b))
+    groups = _row_groups(a)
+    assert groups == _row_groups(b) and set(groups[:-1]) == {500} and sum(groups) == sa["rows"]
+
+
+@pytest.mark.parametrize("body", [
+    b"h1,h2\n1,2\n3,4\n5,6\n",
+    b"h1,h2\r\n1,2\r\n3,4\r\n5,6",                         # CRLF, no final line end
+    b"h1,h2\n",                                               # header only
+    b"h1,h2",                                                  # header without a line end
+    b"h1,h2\n1,2222222222222222\n3,4\n",                      # a row longer than the chunk
+    b"h1,h2\n1,2\n3,4\n5,6\n7,8\n9,10\n",
+])
+def test_line_chunks_cut_at_line_ends(tmp_path, body):
+    path = tmp_path / "f.csv"
+    path.write_bytes(body)
+    pieces = [p.to_pybytes() for p in line_chunks(path, chunk_bytes=8)]
+    rows = body.split(b"\n", 1)[1] if b"\n" in body else b""
+    assert b"".join(pieces) == rows                          # every data byte once, in order, no header
+    assert all(pieces) and all(p.endswith(b"\n") for p in pieces[:-1])
+    if rows.count(b"\n") >= 5:                                # short rows: really cut into several pieces
+        assert len(pieces) >= 3
+
+
+def test_short_row_in_a_later_chunk_is_located(tmp_path, layouts, monkeypatch):
+    rows = KAGGLE_ROWS * 40
+    rows[97] = rows[97].rsplit(",", 3)[0]                    # line 99 (header = line 1) lacks 3 fields
+    src = write(tmp_path / "train.csv", KAGGLE_COLUMNS, rows)
+    monkeypatch.setattr(nz, "CSV_CHUNK", 1000)
+    out = tmp_path / "o.parquet"
+    with pytest.raises(DataError) as e:
+        normalize_csv(src, layouts["x4"], layouts.fields, out, batch_rows=16)
+    assert e.value.row == 99 and "21 fields" in str(e.value)
+
+
 def test_label_floats_are_accepted(tmp_path, layouts):
     rows = [r.replace(",0,14102100", ",0.0,14102100", 1) for r in KAGGLE_ROWS[:1]]
     src = write(tmp_path / "t.csv", KAGGLE_COLUMNS, rows)
@@ -98,3 +155,16 @@ def test_x4_hours(tmp_path, layouts, hour, hod, wd):
     t = pq.read_table(tmp_path / "o.parquet").to_pandas()
     assert (t.hour_of_day[0], t.weekday[0]) == (hod, wd)
     assert np.issubdtype(t.hour_of_day.dtype, np.integer)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_rebatch_groups(exact):
+    import pyarrow as pa
+
+    from pipeline.core.io import rebatch
+
+    sizes = [3, 0, 5, 1, 9, 2]
+    batches = [pa.record_batch({"v": list(range(sum(sizes[:i]), sum(sizes[:i + 1])))}) for i in range(len(sizes))]
+    groups = list(rebatch(batches, 4, combine=False, exact=exact))
+    assert [v for g in groups for v in g.column("v").to_pylist()] == list(range(sum(sizes)))
+    assert [g.num_rows for g in groups] == ([4, 4, 4, 4, 4] if exact else [8, 10, 2])

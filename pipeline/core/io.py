@@ -323,12 +323,14 @@ def row_group_batches(pf, columns=None) -> Iterator[pa.RecordBatch]:
             yield _combine(table.to_batches())
 
 
-def rebatch(batches: Iterable[pa.RecordBatch], rows: int,
-            combine: bool = True) -> Iterator[pa.RecordBatch | pa.Table]:
+def rebatch(batches: Iterable[pa.RecordBatch], rows: int, combine: bool = True,
+            exact: bool = False) -> Iterator[pa.RecordBatch | pa.Table]:
     """Regroup a stream of (small) record batches into batches of at least ``rows`` rows (the last may be
     smaller). Readers use small blocks to keep memory flat; work happens on ``rows``-sized batches.
     ``combine=False`` yields each group as a zero-copy ``pa.Table`` of its batches instead of copying them
-    into one record batch (for work that takes chunked columns, e.g. a parquet write)."""
+    into one record batch (for work that takes chunked columns, e.g. a parquet write). ``exact=True``
+    yields exactly ``rows`` rows per group (zero-copy slices; the last may be smaller), so the groups do
+    not depend on how the input happened to be blocked."""
     join = _combine if combine else pa.Table.from_batches
     buf: list[pa.RecordBatch] = []
     n = 0
@@ -337,9 +339,14 @@ def rebatch(batches: Iterable[pa.RecordBatch], rows: int,
             continue
         buf.append(b)
         n += b.num_rows
-        if n >= rows:
-            yield join(buf)
-            buf, n = [], 0
+        while n >= rows:
+            if not exact:
+                yield join(buf)
+                buf, n = [], 0
+                break
+            table = pa.Table.from_batches(buf)
+            yield join(table.slice(0, rows).to_batches())
+            buf, n = [r for r in table.slice(rows).to_batches() if r.num_rows], n - rows
     if buf:
         yield join(buf)
 

@@ -16,11 +16,13 @@ width), and, with ``out_of_window="error"``, an hour outside the layout's declar
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import logging
 import re
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import PARQUET_WRITE, input_stream, is_gz, open_text, read_first_line, reading, rebatch
+from pipeline.core.io import PARQUET_WRITE, check_compression, input_stream, is_gz, open_text, read_first_line, reading, rebatch
 from pipeline.core.prefetch import prefetch
 from pipeline.ctr.schema import Layout, TimeSpec, normalized_schema, split_file
 
@@ -38,9 +40,11 @@ log = logging.getLogger(__name__)
 LABEL_VALUES = pa.array(["0", "1", "0.0", "1.0"])
 _DIGITS = r"^[0-9]+$"
 _INT = r"^-?[0-9]+$"
-CSV_BLOCK = 8 << 20   # bytes per CSV read block: memory stays bounded by a few blocks (bench/avazu_etl.py: 1 MiB
-                      # blocks took 15 % longer, per-block overhead; 16 MiB no faster)
-READ_AHEAD = 2        # CSV blocks parsed ahead on the prefetch thread
+CSV_BLOCK = 8 << 20   # bytes per CSV read block of a streamed (.gz) file: memory stays bounded by a few blocks
+                      # (bench/avazu_etl.py: 1 MiB blocks took 15 % longer, per-block overhead; 16 MiB no faster)
+READ_AHEAD = 2        # CSV chunks (or streamed blocks) parsed ahead on the prefetch thread
+CSV_CHUNK = 32 << 20  # an uncompressed CSV is read and parsed this many bytes at a time ...
+PARSE_BLOCK = 1 << 20 # ... each chunk by pyarrow's multi-threaded reader, in blocks of this size
 # statistics (per-column min / max of every row group) are never read back; they were ~27 % of the write
 NORMALIZED_WRITE = {**PARQUET_WRITE, "write_statistics": False}
 
@@ -55,6 +59,30 @@ def read_header(path: Path) -> list[str]:
     if not first.strip():
         raise DataError(path, "file is empty", expected="a CSV header line followed by data rows", row=1)
     return [c.strip().strip('"').strip() for c in first.split(",")]
+
+
+def line_chunks(path: Path, chunk_bytes: int = CSV_CHUNK) -> Iterator[pa.Buffer]:
+    """The data rows of an uncompressed CSV (everything after its header line), read ``chunk_bytes`` at a
+    time and cut into pieces that end at a line end (the last piece may lack one; a row longer than a
+    chunk makes a longer piece). Cutting at any ``\\n`` is the reader's own rule: pyarrow's CSV parser does
+    not allow newlines inside quoted values (``ParseOptions.newlines_in_values`` is False), so a row
+    never spans two pieces. Plain reads, not a memory map: a map's touched pages would stay in the
+    process's resident memory, growing with the file."""
+    with open(path, "rb") as f:
+        f.readline()                                        # the header line
+        carry = b""
+        while True:
+            data = f.read(chunk_bytes)
+            if not data:
+                break
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:                                    # no line end in this chunk: keep reading
+                carry += data
+                continue
+            piece, carry = carry + data[:cut], data[cut:]
+            yield pa.py_buffer(piece)
+        if carry:
+            yield pa.py_buffer(carry)
 
 
 def check_header(path: Path, header: list[str], layout: Layout) -> TimeSpec:
@@ -355,18 +383,20 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
                              expected="a complete gzip stream of CSV text (a truncated download? fetch it again)")
         return DataError(csv_path, f"CSV parse error after line {rows_done + 1}: {text}")
 
-    stream = input_stream(csv_path)
-    try:
-        reader = pacsv.open_csv(
-            stream,
-            # the header's stripped names (BOM, spaces after the commas) replace pyarrow's reading of it
-            read_options=pacsv.ReadOptions(block_size=block, column_names=header, skip_rows=1),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
-                                                 include_columns=needed, strings_can_be_null=False,
-                                                 quoted_strings_can_be_null=False))
-    except (pa.ArrowInvalid, OSError) as e:
-        stream.close()
-        raise parse_error(e, 0) from None
+    # the header's stripped names (BOM, spaces after the commas) replace pyarrow's reading of it
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, include_columns=needed,
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    stream = None
+    if is_gz(csv_path):                                   # gunzipped while streaming, block by block
+        stream = input_stream(csv_path)
+        try:
+            reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=block, column_names=header,
+                                                                           skip_rows=1), convert_options=convert)
+        except (pa.ArrowInvalid, OSError) as e:
+            stream.close()
+            raise parse_error(e, 0) from None
+    else:
+        check_compression(csv_path)
     sidecar = _Sidecar(oracle_path, block) if oracle_path is not None else None
     schema = normalized_schema(fields, with_oracle=sidecar is not None)
     ns = layout.namespace
@@ -374,18 +404,32 @@ def normalize_csv(csv_path: Path, layout: Layout, fields: tuple[str, ...], out_p
     rows = clicks = 0
     name = csv_path.name.split(".")[0]
     bar = tqdm(desc=f"normalize {layout.name}/{name}", unit="rows", unit_scale=True, disable=None)
-    def blocks():
+
+    def parsed():
+        """Lists of record batches: one chunk's (parsed on pyarrow's threads) or one streamed block's."""
+        if stream is None:
+            opts = pacsv.ReadOptions(block_size=PARSE_BLOCK, column_names=header)
+            for piece in line_chunks(csv_path, CSV_CHUNK):
+                try:
+                    yield pacsv.read_csv(pa.BufferReader(piece), read_options=opts,
+                                         convert_options=convert).to_batches()
+                except (pa.ArrowInvalid, OSError) as e:
+                    raise parse_error(e, rows) from None
+            return
         while True:
             try:
-                yield reader.read_next_batch()
+                yield [reader.read_next_batch()]
             except StopIteration:
                 return
             except (pa.ArrowInvalid, OSError) as e:
                 raise parse_error(e, rows) from None
 
-    # the CSV is parsed on a prefetch thread while this one validates, decodes and writes the previous rows
-    with stream, pq.ParquetWriter(out_path, schema, **NORMALIZED_WRITE) as writer, bar:
-        for batch in rebatch(prefetch(blocks(), READ_AHEAD), batch_rows, combine=False):   # zero-copy tables
+    # the CSV is parsed on a prefetch thread while this one validates, decodes and writes the previous rows;
+    # the row groups are exactly batch_rows, however the input was chunked (.csv or .csv.gz: one layout)
+    batches = (b for group in prefetch(parsed(), READ_AHEAD) for b in group)
+    with contextlib.nullcontext() if stream is None else stream, \
+            pq.ParquetWriter(out_path, schema, **NORMALIZED_WRITE) as writer, bar:
+        for batch in rebatch(batches, batch_rows, combine=False, exact=True):      # zero-copy tables
             n = batch.num_rows
             row0 = rows + 2                                   # line number of this batch's first row
             label = _label(batch.column(layout.label), csv_path, row0, layout.label)
