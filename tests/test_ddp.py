@@ -16,7 +16,7 @@ def _worker(rank: int, out: str, ckpt: str, rule: str) -> None:
     t.fit(tiny_data(512, 0), tiny_data(200, 1))
     metrics = t.evaluate(tiny_data(200, 1))
     if rank == 0:
-        torch.save({"state": m.state_dict(), "metrics": metrics}, out)
+        torch.save({"state": m.state_dict(), "metrics": metrics, "history": t.state.history}, out)
 
 
 @pytest.mark.parametrize("rule", ["adam", "helen"])
@@ -32,3 +32,6 @@ def test_two_gloo_ranks_match_one_process(tmp_path, rule):
     for k, v in m.state_dict().items():
         torch.testing.assert_close(got["state"][k], v, rtol=1e-5, atol=1e-6, msg=k)
     assert got["metrics"]["auc"] == pytest.approx(ref["auc"], abs=1e-6)
+    # the logged training loss is the mean over both ranks' rows (rank 0's own half differs from it)
+    losses = [h["train_loss"] for h in got["history"]]
+    assert losses == pytest.approx([h["train_loss"] for h in single.state.history], rel=1e-5)

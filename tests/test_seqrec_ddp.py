@@ -45,7 +45,8 @@ def _run(loss: str, ckpt):
 def _worker(rank: int, loss: str, ckpt: str, out: str) -> None:
     model, res = _run(loss, ckpt)
     if rank == 0:
-        torch.save({"state": model.state_dict(), "metrics": res["metrics"], "steps": res["steps"]}, out)
+        torch.save({"state": model.state_dict(), "metrics": res["metrics"], "steps": res["steps"],
+                    "history": res["history"]}, out)
 
 
 @pytest.mark.parametrize("loss", ["sampled", "ce"])
@@ -56,6 +57,9 @@ def test_two_gloo_ranks_match_one_process(tmp_path, loss):
     spawn_gloo(_worker, 2, loss, str(tmp_path / "ddp"), str(out))
     got = torch.load(out, weights_only=True)
     assert got["steps"] == ref["steps"]
+    # the logged training loss is the mean over both ranks' rows (not rank 0's own): the one-process figure
+    assert [h["train_loss"] for h in got["history"]] == pytest.approx([h["train_loss"] for h in ref["history"]],
+                                                                      rel=1e-4)
     for k, v in model.state_dict().items():
         # atol 1e-4: the attention's key bias has a gradient of pure float noise (softmax is invariant to it),
         # which Adam's normalisation turns into lr-sized steps (1.3e-5 apart after 3 epochs; all else < 1e-7)

@@ -104,6 +104,7 @@ def test_two_gloo_ranks_match_one_process(world, tmp_path, kind):
         for key, v in b.items():
             if key.startswith("valid_"):                        # evaluation sharded by user and gathered
                 assert a[key] == pytest.approx(v, abs=1e-4), key
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)   # the mean over both ranks' rows
 
 
 def test_shard_ranges_cover_every_row_once():

@@ -201,10 +201,7 @@ def read_table(path: str | os.PathLike, columns=None, expected: str = UPSTREAM, 
 
     with reading(path, expected):
         if columns is not None:
-            names = pq.read_schema(path).names
-            for c in columns:
-                if c not in names:
-                    raise DataError(path, "missing column", field=c, expected=expected)
+            require_columns(path, pq.read_schema(path).names, columns, expected)
         return pq.read_table(path, columns=columns, **kw)
 
 
@@ -213,9 +210,6 @@ def require_columns(path, names, columns, expected: str = UPSTREAM) -> None:
     for c in columns:
         if c not in names:
             raise DataError(path, "missing column", field=c, expected=expected)
-
-
-CKPT_ADVICE = ("delete it (or run `recdag clean-checkpoints`) to start this run afresh")
 
 
 def load_weights(path: str | os.PathLike, *, map_location="cpu", kind: str = "weights",

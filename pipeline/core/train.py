@@ -100,6 +100,17 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def mean_over_ranks(total: float, count: int) -> float:
+    """``sum(total) / sum(count)`` over every rank of the process group (the plain ratio without one): the
+    training loss of a torchrun run is the mean over every rank's rows, not rank 0's own."""
+    if dist_info()[1] == 1:
+        return total / max(count, 1)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t[0]) / max(float(t[1]), 1.0)
+
+
 def init_distributed() -> tuple[int, int]:
     """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -327,7 +338,7 @@ class Trainer:
                 if s.global_step % 50 == 0:
                     self._log_scalar("train/loss", loss, s.global_step)
                 if cfg.eval_every_steps and s.global_step % cfg.eval_every_steps == 0:
-                    self._on_eval(valid, s.running_loss / max(s.running_rows, 1))
+                    self._on_eval(valid, mean_over_ranks(s.running_loss, s.running_rows))
                     if s.stopped:
                         break
                 elif cfg.checkpoint_every_steps and s.global_step % cfg.checkpoint_every_steps == 0:
@@ -338,7 +349,7 @@ class Trainer:
             bar.close()
             if s.stopped:
                 break
-            epoch_loss = s.running_loss / max(s.running_rows, 1)
+            epoch_loss = mean_over_ranks(s.running_loss, s.running_rows)     # every rank's rows
             s.epoch += 1
             s.step_in_epoch, s.running_loss, s.running_rows = 0, 0.0, 0
             if not cfg.eval_every_steps or (s.epoch == cfg.epochs and s.global_step % cfg.eval_every_steps):
