@@ -333,11 +333,10 @@ def rebatch(batches: Iterable[pa.RecordBatch], rows: int, combine: bool = True,
             continue
         buf.append(b)
         n += b.num_rows
-        while n >= rows:
-            if not exact:
-                yield join(buf)
-                buf, n = [], 0
-                break
+        if n >= rows and not exact:
+            yield join(buf)
+            buf, n = [], 0
+        while n >= rows and exact:
             table = pa.Table.from_batches(buf)
             yield join(table.slice(0, rows).to_batches())
             buf, n = [r for r in table.slice(rows).to_batches() if r.num_rows], n - rows

@@ -1,8 +1,11 @@
 """normalize: one reczoo Avazu layout (x1, x2 or x4) -> the unified schema, as parquet, streaming.
 
-The CSV is read in pyarrow batches (memory is bounded by the batch, not the file); each batch is
-validated, its columns renamed through the declared layout, its time decoded into hour_of_day /
-weekday / is_weekend, and appended to a parquet file. Any problem is a :class:`DataError` naming the
+The CSV is read in pieces (memory is bounded by a few pieces, not the file): an uncompressed file in
+line-aligned chunks of :data:`CSV_CHUNK` bytes, each parsed by pyarrow's multi-threaded reader, a ``.gz``
+streamed block by block; both on a read-ahead thread. Each ``batch_rows`` rows are validated, their
+columns renamed through the declared layout, their time decoded into hour_of_day / weekday /
+is_weekend, and appended to a parquet file as one row group (exactly ``batch_rows`` rows, the last one
+fewer, however the input was cut). Any problem is a :class:`DataError` naming the
 file, the 1-based line (header = line 1) and the field.
 
 Accepted as they are: ``<split>.csv.gz`` in place of ``<split>.csv`` (gunzipped while streaming; both
@@ -31,7 +34,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import PARQUET_WRITE, check_compression, input_stream, is_gz, open_text, read_first_line, reading, rebatch
+from pipeline.core.io import (PARQUET_WRITE, check_compression, input_stream, is_gz, open_text, read_first_line,
+                               reading, rebatch)
 from pipeline.core.prefetch import prefetch
 from pipeline.ctr.schema import Layout, TimeSpec, normalized_schema, split_file
 
