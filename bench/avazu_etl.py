@@ -118,7 +118,7 @@ def child_floor_parse_hash_write(csv: Path, work: Path) -> dict:
     layouts = load_layouts(LAYOUTS)
     header = read_header(csv)
     col_of = {f: c for c, f in layouts["x4"].columns.items()}
-    features = [col_of.get(f, f) for f in layouts.feature_fields if col_of.get(f, f) in set(header)]
+    features = [c for c in (col_of.get(f, f) for f in layouts.feature_fields) if c in header]
 
     def hash_and_count(c):
         enc = pc.dictionary_encode(table.column(c))                  # one dictionary for all chunks

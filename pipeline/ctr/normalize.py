@@ -71,22 +71,17 @@ def line_chunks(path: Path, chunk_bytes: int = CSV_CHUNK) -> Iterator[pa.Buffer]
     chunk makes a longer piece). Cutting at any ``\\n`` is the reader's own rule: pyarrow's CSV parser does
     not allow newlines inside quoted values (``ParseOptions.newlines_in_values`` is False), so a row
     never spans two pieces. Plain reads, not a memory map: a map's touched pages would stay in the
-    process's resident memory, growing with the file."""
+    process's resident memory, growing with the file. A piece is a view of its read, not a copy (a row's
+    tail beyond the last line end is read again with the next piece)."""
     with open(path, "rb") as f:
         f.readline()                                        # the header line
-        carry = b""
-        while True:
-            data = f.read(chunk_bytes)
-            if not data:
-                break
+        while data := f.read(chunk_bytes):
             cut = data.rfind(b"\n") + 1
-            if cut == 0:                                    # no line end in this chunk: keep reading
-                carry += data
+            if len(data) < chunk_bytes or cut == 0:         # the file's end, or a row longer than a chunk:
+                yield pa.py_buffer(data + f.readline())     # up to that row's end (nothing more at the end)
                 continue
-            piece, carry = carry + data[:cut], data[cut:]
-            yield pa.py_buffer(piece)
-        if carry:
-            yield pa.py_buffer(carry)
+            f.seek(cut - len(data), 1)                      # the next read starts at the next row
+            yield pa.py_buffer(memoryview(data)[:cut])      # a view of the read: no copy
 
 
 def check_header(path: Path, header: list[str], layout: Layout) -> TimeSpec:
